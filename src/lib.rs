@@ -1,0 +1,16 @@
+//! xvs: a Linux Virtual Server director in user space.
+//!
+//! The data plane is sans-IO: [`pipeline::Pipeline::process`] takes a frame and `now` and returns a
+//! [`pipeline::Verdict`]; the I/O shells (AF_XDP, AF_PACKET, pcap replay) move frames in and out.
+
+pub mod config;
+pub mod conn;
+pub mod pcap;
+pub mod pipeline;
+pub mod replay;
+pub mod sched;
+pub mod service;
+pub mod stats;
+pub mod types;
+pub mod wire;
+pub mod xmit;
