@@ -365,3 +365,60 @@ mod tests {
         assert!("02:00:00:00:01:0g".parse::<Mac>().is_err());
     }
 }
+
+/// Connection timeouts per LVS state (ipvsadm `--set`, IPVS `tcp_timeouts`), defaults as IPVS's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_established: std::time::Duration,
+    pub tcp_syn_sent: std::time::Duration,
+    pub tcp_syn_recv: std::time::Duration,
+    pub tcp_fin_wait: std::time::Duration,
+    pub tcp_time_wait: std::time::Duration,
+    pub tcp_close: std::time::Duration,
+    pub tcp_close_wait: std::time::Duration,
+    pub tcp_last_ack: std::time::Duration,
+    pub tcp_listen: std::time::Duration,
+    pub tcp_synack: std::time::Duration,
+    pub udp: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        use std::time::Duration;
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_established: s(15 * 60),
+            tcp_syn_sent: s(2 * 60),
+            tcp_syn_recv: s(60),
+            tcp_fin_wait: s(2 * 60),
+            tcp_time_wait: s(2 * 60),
+            tcp_close: s(10),
+            tcp_close_wait: s(60),
+            tcp_last_ack: s(30),
+            tcp_listen: s(2 * 60),
+            tcp_synack: s(2 * 60),
+            udp: s(5 * 60),
+        }
+    }
+}
+
+/// Scheduler options (ipvsadm `-b`, keepalived's `sh-port`, `sh-fallback`, `mh-port`, `mh-fallback`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedOpts {
+    /// sh/mh: when the hashed real server is unavailable, try the next one instead of failing.
+    pub fallback: bool,
+    /// sh/mh: hash the client's port as well as its address.
+    pub port: bool,
+    /// mh: lookup table size, a prime.
+    pub mh_table_size: u32,
+}
+
+impl Default for SchedOpts {
+    fn default() -> Self {
+        SchedOpts {
+            fallback: false,
+            port: false,
+            mh_table_size: 65537,
+        }
+    }
+}
