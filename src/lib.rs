@@ -3,6 +3,7 @@
 //! The data plane is sans-IO: [`pipeline::Pipeline::process`] takes a frame and `now` and returns a
 //! [`pipeline::Verdict`]; the I/O shells (AF_XDP, AF_PACKET, pcap replay) move frames in and out.
 
+pub mod bpf;
 pub mod config;
 pub mod conn;
 pub mod pcap;
