@@ -6,7 +6,6 @@
 pub mod bpf;
 pub mod config;
 pub mod conn;
-pub mod pcap;
 pub mod pipeline;
 pub mod replay;
 pub mod sched;

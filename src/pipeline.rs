@@ -38,3 +38,390 @@ pub enum Verdict {
     /// Drop it, counted under the reason.
     Drop(crate::stats::DropReason),
 }
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::conn::{Conn, ConnTable, Dir, InsertError, NewConn, Tuple};
+use crate::sched::{SchedKey, Scheduler};
+use crate::service::{Hop, ServiceTable, SvcKey};
+use crate::stats::{DropReason, Stats};
+use crate::types::{Addr, DestCounters, Method, Proto};
+use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
+use crate::xmit::icmp::{self, Outer, Translation};
+use crate::xmit::tun::{self, TunError};
+use crate::xmit::{Parsed, dr, fullnat, nat, set_l2};
+
+/// Where the control thread publishes service-table snapshots for the workers.
+pub type Published = ArcSwap<ServiceTable>;
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const TCP_FIN: u8 = 0x01;
+
+/// Connection slots each worker sweeps for expiry between batches.
+const EXPIRE_BUDGET: usize = 256;
+/// Most next hops a worker remembers to ask the kernel to resolve.
+const MAX_PENDING_RESOLVE: usize = 64;
+
+type Step<T> = Result<T, Verdict>;
+
+/// One worker's data plane: its own scheduler state and counters, the shared connection table and
+/// the current service-table snapshot.
+pub struct Pipeline {
+    published: Arc<Published>,
+    snap: Arc<ServiceTable>,
+    scheds: Vec<Box<dyn Scheduler>>,
+    table: Arc<ConnTable>,
+    counters: Arc<DestCounters>,
+    pub stats: Stats,
+    /// Next hops found missing, for the control thread to have the kernel resolve.
+    pub unresolved: Vec<Addr>,
+}
+
+impl Pipeline {
+    pub fn new(published: Arc<Published>, table: Arc<ConnTable>, counters: Arc<DestCounters>) -> Pipeline {
+        let snap = published.load_full();
+        let scheds = snap.services.iter().map(|s| s.sched.fork()).collect();
+        Pipeline { published, snap, scheds, table, counters, stats: Stats::default(), unresolved: Vec::new() }
+    }
+
+    /// Picks up a newer snapshot if one was published (workers call this between batches).
+    pub fn refresh(&mut self) {
+        let cur = self.published.load();
+        if cur.generation != self.snap.generation {
+            self.snap = arc_swap::Guard::into_inner(cur);
+            self.scheds = self.snap.services.iter().map(|s| s.sched.fork()).collect();
+        }
+    }
+
+    /// Between batches: new snapshot, and a bounded sweep of expired connections.
+    pub fn between_batches(&mut self, now: Instant) {
+        self.refresh();
+        self.table.expire(now, EXPIRE_BUDGET);
+    }
+
+    pub fn snapshot(&self) -> &Arc<ServiceTable> {
+        &self.snap
+    }
+
+    /// Carries one frame from bytes in to a verdict out. Never panics on any input.
+    pub fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Verdict {
+        self.stats.rx += 1;
+        let v = match self.classify(frame, in_port, now) {
+            Ok(v) | Err(v) => v,
+        };
+        match v {
+            Verdict::Forward { .. } => self.stats.forwarded += 1,
+            Verdict::Reply => self.stats.replied += 1,
+            Verdict::PassToKernel => self.stats.passed += 1,
+            Verdict::Drop(r) => self.stats.drop(r),
+        }
+        v
+    }
+
+    fn classify(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Step<Verdict> {
+        let (l3, etype) = {
+            let eth = ethernet::Frame::new_checked(frame.bytes()).map_err(|_| drop(DropReason::EthMalformed))?;
+            // VLAN-tagged service traffic is not served yet: the kernel keeps tagged frames.
+            if eth.vlan_id().is_some() {
+                return Ok(Verdict::PassToKernel);
+            }
+            (eth.header_len(), eth.ethertype())
+        };
+        match etype {
+            ethertype::IPV4 => self.ipv4(frame, l3, in_port, now),
+            ethertype::IPV6 => self.ipv6(frame, l3, now),
+            _ => Ok(Verdict::PassToKernel),
+        }
+    }
+
+    fn ipv4(&mut self, frame: &mut Frame<'_>, l3: usize, in_port: u16, now: Instant) -> Step<Verdict> {
+        let b = frame.bytes();
+        let ip = ipv4::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv4Malformed))?;
+        if !ip.verify_checksum() {
+            return Err(drop(DropReason::Ipv4Checksum));
+        }
+        let (src, dst) = (Addr::from(ip.src_addr()), Addr::from(ip.dst_addr()));
+        let (l4, end, proto, ttl) = (l3 + ip.header_len(), l3 + usize::from(ip.total_len()), ip.protocol(), ip.ttl());
+        if ip.is_fragment() {
+            return self.fragment(dst);
+        }
+        match proto {
+            ip_proto::TCP | ip_proto::UDP => {
+                let p = self.l4(frame.bytes(), Parsed { l3, l4, end, v6: false, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, ttl })?;
+                self.transport(frame, &p, in_port, now)
+            }
+            ip_proto::ICMP => {
+                let t = *frame.bytes().get(l4).ok_or_else(|| drop(DropReason::IcmpMalformed))?;
+                if !icmp::is_error_v4(t) {
+                    return Ok(Verdict::PassToKernel);
+                }
+                self.icmp_error(frame, Outer { l3, icmp_at: l4, end, v6: false, src, dst, ttl }, now)
+            }
+            _ => Ok(Verdict::PassToKernel),
+        }
+    }
+
+    fn ipv6(&mut self, frame: &mut Frame<'_>, l3: usize, now: Instant) -> Step<Verdict> {
+        let b = frame.bytes();
+        let ip = ipv6::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv6Malformed))?;
+        let (src, dst) = (Addr::from(ip.src_addr()), Addr::from(ip.dst_addr()));
+        let end = l3 + 40 + usize::from(ip.payload_len());
+        let ttl = ip.hop_limit();
+        let ul = ip.upper_layer().map_err(|_| drop(DropReason::Ipv6Malformed))?;
+        if ul.fragment.is_some() {
+            return self.fragment(dst);
+        }
+        let l4 = l3 + ul.offset;
+        match ul.proto {
+            ip_proto::TCP | ip_proto::UDP => {
+                let p = self.l4(b, Parsed { l3, l4, end, v6: true, proto: ul.proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, ttl })?;
+                self.transport(frame, &p, 0, now)
+            }
+            ip_proto::ICMPV6 => {
+                let t = *b.get(l4).filter(|_| l4 < end).ok_or_else(|| drop(DropReason::IcmpMalformed))?;
+                if !icmp::is_error_v6(t) {
+                    return Ok(Verdict::PassToKernel);
+                }
+                self.icmp_error(frame, Outer { l3, icmp_at: l4, end, v6: true, src, dst, ttl }, now)
+            }
+            _ => Ok(Verdict::PassToKernel),
+        }
+    }
+
+    /// xvs does not reassemble: fragments for a VIP are dropped, others go to the kernel.
+    fn fragment(&self, dst: Addr) -> Step<Verdict> {
+        if self.snap.is_vip(dst) || self.snap.is_laddr(dst) { Err(drop(DropReason::Fragment)) } else { Ok(Verdict::PassToKernel) }
+    }
+
+    /// Reads the ports (and TCP flags) into `p`; a malformed header is dropped only when it is ours.
+    fn l4(&self, b: &[u8], mut p: Parsed) -> Step<Parsed> {
+        let seg = b.get(p.l4..p.end).unwrap_or(&[]);
+        let ok = if p.proto == ip_proto::TCP {
+            tcp::Packet::new_checked(seg).map(|t| (t.src_port(), t.dst_port(), t.flags())).ok()
+        } else {
+            udp::Packet::new_checked(seg).map(|u| (u.src_port(), u.dst_port(), 0)).ok()
+        };
+        match ok {
+            Some((s, d, f)) => {
+                (p.sport, p.dport, p.tcp_flags) = (s, d, f);
+                Ok(p)
+            }
+            None if self.snap.is_vip(p.dst) || self.snap.is_laddr(p.dst) => Err(drop(DropReason::L4Malformed)),
+            None => Err(Verdict::PassToKernel),
+        }
+    }
+
+    fn transport(&mut self, frame: &mut Frame<'_>, p: &Parsed, in_port: u16, now: Instant) -> Step<Verdict> {
+        let proto = Proto::from_number(p.proto).ok_or(Verdict::PassToKernel)?;
+        if let Some(si) = self.snap.service(&SvcKey { proto, addr: p.dst, port: p.dport }) {
+            return self.inbound(frame, p, proto, si, in_port, now);
+        }
+        let laddr = self.snap.is_laddr(p.dst);
+        if laddr || self.snap.is_nat_dest(&SvcKey { proto, addr: p.src, port: p.sport }) {
+            let t = Tuple { proto, src: p.src, sport: p.sport, dst: p.dst, dport: p.dport };
+            return match self.table.lookup(Dir::Out, &t, p.tcp_flags, now) {
+                Some(c) => self.outbound(frame, p, &c),
+                // To a local address but no connection: nobody else can want it.
+                None if laddr => Err(drop(DropReason::NoConnection)),
+                None => Ok(Verdict::PassToKernel),
+            };
+        }
+        Ok(Verdict::PassToKernel)
+    }
+
+    fn inbound(&mut self, frame: &mut Frame<'_>, p: &Parsed, proto: Proto, si: u32, in_port: u16, now: Instant) -> Step<Verdict> {
+        let t = Tuple { proto, src: p.src, sport: p.sport, dst: p.dst, dport: p.dport };
+        let c = match self.table.lookup(Dir::In, &t, p.tcp_flags, now) {
+            Some(c) => {
+                if !self.snap.dest_alive(c.dest_id) && self.snap.services[si as usize].expire_nodest_conn {
+                    self.table.remove(Dir::In, &t);
+                    return Err(drop(DropReason::NoDest));
+                }
+                c
+            }
+            None => {
+                // As IPVS: only a SYN opens a TCP connection.
+                if proto == Proto::Tcp && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN {
+                    return Err(drop(DropReason::NoConnection));
+                }
+                self.new_conn(p, proto, si, now)?
+            }
+        };
+        // NAT and FULLNAT route the packet; DR and TUN leave the client's IP header as it is.
+        if c.method.two_way() {
+            check_ttl(p)?;
+        }
+        let hop = self.hop(c.daddr)?;
+        let bytes = frame.bytes_mut();
+        match c.method {
+            Method::Nat => nat::inbound(bytes, p, &c, &hop),
+            Method::FullNat => fullnat::inbound(bytes, p, &c, &hop),
+            Method::Dr => dr::inbound(bytes, &hop),
+            Method::Tun => return self.tunnel(frame, p.l3, p.end, &c, &hop, in_port),
+        }
+        Ok(Verdict::Forward { port: hop.port })
+    }
+
+    fn outbound(&mut self, frame: &mut Frame<'_>, p: &Parsed, c: &Conn) -> Step<Verdict> {
+        check_ttl(p)?;
+        let hop = self.hop(c.caddr)?;
+        let bytes = frame.bytes_mut();
+        match c.method {
+            Method::Nat => nat::outbound(bytes, p, c, &hop),
+            Method::FullNat => fullnat::outbound(bytes, p, c, &hop),
+            // DR and TUN replies bypass the director; an entry for one is never found this way.
+            Method::Dr | Method::Tun => return Ok(Verdict::PassToKernel),
+        }
+        Ok(Verdict::Forward { port: hop.port })
+    }
+
+    fn tunnel(&mut self, frame: &mut Frame<'_>, l3: usize, end: usize, c: &Conn, hop: &Hop, in_port: u16) -> Step<Verdict> {
+        let port = &self.snap.ports[hop.port as usize];
+        let dip = port.addr_like(c.daddr).ok_or_else(|| drop(DropReason::NoRoute))?;
+        match tun::encapsulate(frame, l3, end, dip, c.daddr, port.mtu, hop) {
+            Ok(()) => Ok(Verdict::Forward { port: hop.port }),
+            Err(TunError::Drop(r)) => Err(drop(r)),
+            Err(TunError::FragNeeded(mtu)) => {
+                let back = self.snap.ports.get(in_port as usize).ok_or_else(|| drop(DropReason::NoRoute))?;
+                // Answer from the director's own address on the client side, as a router would.
+                let from = back.addr_like(c.caddr).unwrap_or(c.vaddr);
+                tun::frag_needed(frame, l3, end, from, back.mac, mtu);
+                Ok(Verdict::Reply)
+            }
+        }
+    }
+
+    fn new_conn(&mut self, p: &Parsed, proto: Proto, si: u32, now: Instant) -> Step<Conn> {
+        let snap = &self.snap;
+        let svc = &snap.services[si as usize];
+        let key = SchedKey { proto, caddr: p.src, cport: p.sport, vaddr: p.dst, vport: p.dport };
+        let mut pick = || {
+            self.scheds[si as usize]
+                .schedule(&svc.dests, &self.counters, &key)
+                .map(|i| &svc.dests[i])
+                .map(|d| (d.id, d.addr, d.port))
+                .ok_or_else(|| drop(DropReason::NoDest))
+        };
+        let (dest_id, daddr, dport) = match svc.persistence {
+            None => pick()?,
+            Some((timeout, plen)) => {
+                let masked = p.src.masked(plen);
+                // A template whose server was removed or drained is not followed (keepalived users
+                // set IPVS's expire_quiescent_template for this; here it is the only behaviour).
+                let usable = |id: u32| svc.dests.iter().any(|d| d.id == id && d.weight > 0);
+                match self.table.template_lookup(proto, masked, p.dst, p.dport, now).filter(|t| usable(t.0)) {
+                    Some(t) => t,
+                    None => {
+                        let (id, a, port) = pick()?;
+                        self.table.template_insert(proto, masked, p.dst, p.dport, id, a, port, timeout, now);
+                        (id, a, port)
+                    }
+                }
+            }
+        };
+        let nc = NewConn {
+            proto,
+            method: svc.method,
+            caddr: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+            daddr,
+            dport,
+            dest_id,
+            persist_prefix: svc.persistence.map(|(_, l)| l),
+        };
+        let c = self.table.insert(&nc, &svc.laddrs, p.tcp_flags, now).map_err(|e| {
+            drop(match e {
+                InsertError::Full => DropReason::TableFull,
+                InsertError::LaddrExhausted => DropReason::LaddrExhausted,
+            })
+        })?;
+        self.stats.conns += 1;
+        Ok(c)
+    }
+
+    /// Translates an ICMP error that quotes a connection's packet, or leaves it to the kernel.
+    fn icmp_error(&mut self, frame: &mut Frame<'_>, o: Outer, now: Instant) -> Step<Verdict> {
+        let ours = self.snap.is_vip(o.dst) || self.snap.is_laddr(o.dst);
+        let Some(q) = icmp::parse_quote(frame.bytes(), o.icmp_at, o.end, o.v6) else {
+            return if ours { Err(drop(DropReason::IcmpMalformed)) } else { Ok(Verdict::PassToKernel) };
+        };
+        // The quoted packet is one that went out; its reverse is the tuple that came in.
+        let rev = Tuple { proto: q.proto, src: q.dst, sport: q.dport, dst: q.src, dport: q.sport };
+        if self.snap.is_vip(q.src) {
+            // From the client's side, about a reply of ours: goes to the real server.
+            let Some(c) = self.table.peek(Dir::In, &rev, now) else {
+                return if ours { Err(drop(DropReason::IcmpNoConnection)) } else { Ok(Verdict::PassToKernel) };
+            };
+            if o.ttl <= 1 {
+                return Err(drop(DropReason::TtlExceeded));
+            }
+            let hop = self.hop(c.daddr)?;
+            let t = match c.method {
+                Method::Nat => Translation { outer_dst: Some(c.daddr), quoted_src: Some((c.daddr, c.dport)), ..Default::default() },
+                Method::FullNat => Translation {
+                    outer_src: Some(c.laddr),
+                    outer_dst: Some(c.daddr),
+                    quoted_src: Some((c.daddr, c.dport)),
+                    quoted_dst: Some((c.laddr, c.lport)),
+                },
+                Method::Dr => {
+                    set_l2(frame.bytes_mut(), &hop);
+                    return Ok(Verdict::Forward { port: hop.port });
+                }
+                Method::Tun => return self.tunnel(frame, o.l3, o.end, &c, &hop, 0),
+            };
+            icmp::translate(frame.bytes_mut(), &o, &q, &t);
+            set_l2(frame.bytes_mut(), &hop);
+            return Ok(Verdict::Forward { port: hop.port });
+        }
+        if self.snap.is_laddr(q.src) || self.snap.is_nat_dest(&SvcKey { proto: q.proto, addr: q.dst, port: q.dport }) {
+            // From the real server's side, about a packet we sent it: goes to the client.
+            let Some(c) = self.table.peek(Dir::Out, &rev, now) else {
+                return if ours { Err(drop(DropReason::IcmpNoConnection)) } else { Ok(Verdict::PassToKernel) };
+            };
+            if o.ttl <= 1 {
+                return Err(drop(DropReason::TtlExceeded));
+            }
+            let hop = self.hop(c.caddr)?;
+            let t = match c.method {
+                Method::Nat => Translation { outer_src: Some(c.vaddr), quoted_dst: Some((c.vaddr, c.vport)), ..Default::default() },
+                Method::FullNat => Translation {
+                    outer_src: Some(c.vaddr),
+                    outer_dst: Some(c.caddr),
+                    quoted_src: Some((c.caddr, c.cport)),
+                    quoted_dst: Some((c.vaddr, c.vport)),
+                },
+                Method::Dr | Method::Tun => return Ok(Verdict::PassToKernel),
+            };
+            icmp::translate(frame.bytes_mut(), &o, &q, &t);
+            set_l2(frame.bytes_mut(), &hop);
+            return Ok(Verdict::Forward { port: hop.port });
+        }
+        Ok(Verdict::PassToKernel)
+    }
+
+    fn hop(&mut self, dst: Addr) -> Step<Hop> {
+        self.snap.hop(dst).map_err(|r| {
+            if r == DropReason::NoNeighbour && self.unresolved.len() < MAX_PENDING_RESOLVE && !self.unresolved.contains(&dst) {
+                self.unresolved.push(dst);
+            }
+            drop(r)
+        })
+    }
+}
+
+fn drop(r: DropReason) -> Verdict {
+    Verdict::Drop(r)
+}
+
+/// A routed packet needs a TTL left after the decrement.
+fn check_ttl(p: &Parsed) -> Step<()> {
+    if p.ttl <= 1 { Err(drop(DropReason::TtlExceeded)) } else { Ok(()) }
+}

@@ -27,6 +27,15 @@ impl Addr {
     pub fn v4(&self) -> [u8; 4] {
         [self.0[12], self.0[13], self.0[14], self.0[15]]
     }
+    /// The IPv4 address; meaningful only when [`Addr::is_v4`].
+    #[inline]
+    pub fn to_ip4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.v4())
+    }
+    #[inline]
+    pub fn to_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.0)
+    }
     pub fn to_ip(&self) -> IpAddr {
         if self.is_v4() {
             IpAddr::V4(Ipv4Addr::from(self.v4()))

@@ -1,0 +1,539 @@
+//! Golden packet tables: for every forwarding method x protocol x direction x address family, an
+//! input frame, the expected verdict and the expected output frame. Frames are built and checked
+//! with etherparse, never with xvs's own wire code.
+
+use std::time::{Duration, Instant};
+
+use etherparse::{
+    Ethernet2Header, EtherType, IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+};
+use xvs::config;
+use xvs::pipeline::{Frame, HEADROOM, Verdict};
+use xvs::replay::Offline;
+use xvs::stats::DropReason;
+
+const LB0: [u8; 6] = [2, 0, 0, 0, 1, 1];
+const LB1: [u8; 6] = [2, 0, 0, 0, 2, 1];
+const CLI: [u8; 6] = [2, 0, 0, 0, 1, 2];
+const RS: [u8; 6] = [2, 0, 0, 0, 2, 0x11];
+
+const CIP4: [u8; 4] = [198, 18, 1, 2];
+const RIP4: [u8; 4] = [198, 18, 2, 11];
+const DIP4: [u8; 4] = [198, 18, 2, 1];
+const LIP4: [u8; 4] = [198, 18, 3, 1];
+const CPORT: u16 = 40000;
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+const CONFIG: &str = r#"
+[conn]
+max_conns = 1024
+
+[[interface]]
+name = "lb0"
+mac = "02:00:00:00:01:01"
+address = ["198.18.1.1/24", "2001:2:0:1::1/64"]
+
+[[interface]]
+name = "lb1"
+mac = "02:00:00:00:02:01"
+address = ["198.18.2.1/24", "2001:2:0:2::1/64"]
+
+[[neighbour]]
+address = "198.18.1.2"
+mac = "02:00:00:00:01:02"
+interface = "lb0"
+[[neighbour]]
+address = "2001:2:0:1::2"
+mac = "02:00:00:00:01:02"
+interface = "lb0"
+[[neighbour]]
+address = "198.18.2.11"
+mac = "02:00:00:00:02:11"
+interface = "lb1"
+[[neighbour]]
+address = "2001:2:0:2::11"
+mac = "02:00:00:00:02:11"
+interface = "lb1"
+
+[[virtual_server]]
+vip = "198.18.0.10"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "NAT"
+real_server = [{ address = "198.18.2.11", port = 8080 }]
+[[virtual_server]]
+vip = "198.18.0.10"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "NAT"
+real_server = [{ address = "198.18.2.11", port = 7007 }]
+[[virtual_server]]
+vip = "198.18.0.11"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "FULLNAT"
+laddr = ["198.18.3.1"]
+real_server = [{ address = "198.18.2.11", port = 8080 }]
+[[virtual_server]]
+vip = "198.18.0.11"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "FULLNAT"
+laddr = ["198.18.3.1"]
+real_server = [{ address = "198.18.2.11", port = 7007 }]
+[[virtual_server]]
+vip = "198.18.0.12"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "DR"
+real_server = [{ address = "198.18.2.11", port = 80 }]
+[[virtual_server]]
+vip = "198.18.0.12"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "DR"
+real_server = [{ address = "198.18.2.11", port = 7 }]
+[[virtual_server]]
+vip = "198.18.0.13"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "TUN"
+real_server = [{ address = "198.18.2.11", port = 80 }]
+[[virtual_server]]
+vip = "198.18.0.13"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "TUN"
+real_server = [{ address = "198.18.2.11", port = 7 }]
+[[virtual_server]]
+vip = "2001:2::10"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "NAT"
+real_server = [{ address = "2001:2:0:2::11", port = 8080 }]
+[[virtual_server]]
+vip = "2001:2::10"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "NAT"
+real_server = [{ address = "2001:2:0:2::11", port = 7007 }]
+[[virtual_server]]
+vip = "2001:2::11"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "FULLNAT"
+laddr = ["2001:2:0:3::1"]
+real_server = [{ address = "2001:2:0:2::11", port = 8080 }]
+[[virtual_server]]
+vip = "2001:2::11"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "FULLNAT"
+laddr = ["2001:2:0:3::1"]
+real_server = [{ address = "2001:2:0:2::11", port = 7007 }]
+[[virtual_server]]
+vip = "2001:2::12"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "DR"
+real_server = [{ address = "2001:2:0:2::11", port = 80 }]
+[[virtual_server]]
+vip = "2001:2::12"
+port = 7
+protocol = "udp"
+lb_algo = "rr"
+lb_kind = "DR"
+real_server = [{ address = "2001:2:0:2::11", port = 7 }]
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum P {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ip {
+    V4([u8; 4], [u8; 4]),
+    V6([u8; 16], [u8; 16]),
+}
+
+/// TCP flags used in the tables.
+#[derive(Clone, Copy, Debug)]
+enum Seg {
+    Syn,
+    SynAck,
+    Ack,
+}
+
+const PAYLOAD: &[u8] = b"xvs golden payload";
+
+/// A whole Ethernet frame built by etherparse.
+fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], ip: Ip, ttl: u8, p: P, sport: u16, dport: u16, seg: Seg, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let b = match ip {
+        Ip::V4(s, d) => b.ipv4(s, d, ttl),
+        Ip::V6(s, d) => b.ipv6(s, d, ttl),
+    };
+    let mut out = Vec::new();
+    match p {
+        P::Udp => b.udp(sport, dport).write(&mut out, payload).unwrap(),
+        P::Tcp => {
+            let t = b.tcp(sport, dport, 1000, 64240);
+            let t = match seg {
+                Seg::Syn => t.syn(),
+                Seg::SynAck => t.syn().ack(1001),
+                Seg::Ack => t.ack(1001),
+            };
+            t.write(&mut out, payload).unwrap()
+        }
+    }
+    out
+}
+
+fn director() -> Offline {
+    let cfg = config::parse(CONFIG, "golden.toml").unwrap_or_else(|e| panic!("{e}"));
+    Offline::new(&cfg, &[]).unwrap()
+}
+
+/// Runs one frame through the pipeline; returns the verdict and the frame it leaves behind.
+fn run(d: &mut Offline, input: &[u8], in_port: u16, now: Instant) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; HEADROOM + 2048];
+    buf[HEADROOM..HEADROOM + input.len()].copy_from_slice(input);
+    let mut f = Frame::new(&mut buf, HEADROOM, input.len());
+    let v = d.pipeline.process(&mut f, in_port, now);
+    (v, f.bytes().to_vec())
+}
+
+/// The transport source port of a frame, read by etherparse.
+fn sport_of(frame: &[u8]) -> u16 {
+    match SlicedPacket::from_ethernet(frame).unwrap().transport.unwrap() {
+        TransportSlice::Tcp(t) => t.source_port(),
+        TransportSlice::Udp(u) => u.source_port(),
+        other => panic!("not TCP/UDP: {other:?}"),
+    }
+}
+
+/// Asserts that etherparse accepts a frame and that its IPv4 and TCP/UDP checksums are right.
+fn assert_checksums(frame: &[u8]) {
+    let s = SlicedPacket::from_ethernet(frame).unwrap();
+    let (src, dst, v4) = match &s.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header().to_header();
+            assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
+            (ip.header().source().to_vec(), ip.header().destination().to_vec(), true)
+        }
+        Some(NetSlice::Ipv6(ip)) => (ip.header().source().to_vec(), ip.header().destination().to_vec(), false),
+        other => panic!("no IP: {other:?}"),
+    };
+    match s.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let h = t.to_header();
+            let want = if v4 {
+                h.calc_checksum_ipv4_raw(src.try_into().unwrap(), dst.try_into().unwrap(), t.payload()).unwrap()
+            } else {
+                h.calc_checksum_ipv6_raw(src.try_into().unwrap(), dst.try_into().unwrap(), t.payload()).unwrap()
+            };
+            assert_eq!(h.checksum, want, "TCP checksum");
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let h = u.to_header();
+            let want = if v4 {
+                h.calc_checksum_ipv4_raw(src.try_into().unwrap(), dst.try_into().unwrap(), u.payload()).unwrap()
+            } else {
+                h.calc_checksum_ipv6_raw(src.try_into().unwrap(), dst.try_into().unwrap(), u.payload()).unwrap()
+            };
+            assert_eq!(h.checksum, want, "UDP checksum");
+        }
+        _ => {}
+    }
+}
+
+struct Case {
+    name: &'static str,
+    p: P,
+    client: Ip,
+    /// The packet the real server receives, as (src, dst) addresses; `None` for TUN (checked apart).
+    to_rs: Ip,
+    vport: u16,
+    rport: u16,
+    method: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let vip4 = |n: u8| [198, 18, 0, n];
+    let vip6 = |n: u8| v6(&format!("2001:2::{n:x}"));
+    let cip6 = v6("2001:2:0:1::2");
+    let rip6 = v6("2001:2:0:2::11");
+    let lip6 = v6("2001:2:0:3::1");
+    let mut out = Vec::new();
+    for p in [P::Tcp, P::Udp] {
+        let (vport, nat_rport) = if p == P::Tcp { (80, 8080) } else { (7, 7007) };
+        out.extend([
+            Case { name: "NAT v4", p, client: Ip::V4(CIP4, vip4(10)), to_rs: Ip::V4(CIP4, RIP4), vport, rport: nat_rport, method: "NAT" },
+            Case { name: "FULLNAT v4", p, client: Ip::V4(CIP4, vip4(11)), to_rs: Ip::V4(LIP4, RIP4), vport, rport: nat_rport, method: "FULLNAT" },
+            Case { name: "DR v4", p, client: Ip::V4(CIP4, vip4(12)), to_rs: Ip::V4(CIP4, vip4(12)), vport, rport: vport, method: "DR" },
+            Case { name: "TUN v4", p, client: Ip::V4(CIP4, vip4(13)), to_rs: Ip::V4(CIP4, vip4(13)), vport, rport: vport, method: "TUN" },
+            Case { name: "NAT v6", p, client: Ip::V6(cip6, vip6(0x10)), to_rs: Ip::V6(cip6, rip6), vport, rport: nat_rport, method: "NAT" },
+            Case { name: "FULLNAT v6", p, client: Ip::V6(cip6, vip6(0x11)), to_rs: Ip::V6(lip6, rip6), vport, rport: nat_rport, method: "FULLNAT" },
+            Case { name: "DR v6", p, client: Ip::V6(cip6, vip6(0x12)), to_rs: Ip::V6(cip6, vip6(0x12)), vport, rport: vport, method: "DR" },
+        ]);
+    }
+    out
+}
+
+fn swap(ip: Ip) -> Ip {
+    match ip {
+        Ip::V4(s, d) => Ip::V4(d, s),
+        Ip::V6(s, d) => Ip::V6(d, s),
+    }
+}
+
+#[test]
+fn every_method_protocol_direction_and_family() {
+    let now = Instant::now();
+    for c in cases() {
+        let mut d = director();
+        let ctx = format!("{} {:?}", c.name, c.p);
+        // Inbound: client -> VIP.
+        let input = frame(CLI, LB0, c.client, 64, c.p, CPORT, c.vport, Seg::Syn, PAYLOAD);
+        let (v, out) = run(&mut d, &input, 0, now);
+        assert_eq!(v, Verdict::Forward { port: 1 }, "{ctx}: inbound verdict");
+        let expected = match c.method {
+            "NAT" => frame(LB1, RS, c.to_rs, 63, c.p, CPORT, c.rport, Seg::Syn, PAYLOAD),
+            "FULLNAT" => {
+                let lport = sport_of(&out);
+                assert!(lport >= 1024, "{ctx}: local port {lport}");
+                frame(LB1, RS, c.to_rs, 63, c.p, lport, c.rport, Seg::Syn, PAYLOAD)
+            }
+            "DR" => frame(LB1, RS, c.to_rs, 64, c.p, CPORT, c.rport, Seg::Syn, PAYLOAD),
+            "TUN" => {
+                let inner = &input[14..];
+                let (df, ttl) = {
+                    let h = Ipv4Header::from_slice(inner).unwrap().0;
+                    (h.dont_fragment, h.time_to_live)
+                };
+                let mut outer = Ipv4Header::new(inner.len() as u16, ttl, IpNumber::IPV4, DIP4, RIP4).unwrap();
+                outer.dont_fragment = df;
+                outer.identification = 0;
+                outer.header_checksum = outer.calc_header_checksum();
+                let mut e = Vec::new();
+                Ethernet2Header { source: LB1, destination: RS, ether_type: EtherType::IPV4 }.write(&mut e).unwrap();
+                outer.write(&mut e).unwrap();
+                e.extend_from_slice(inner);
+                e
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(out, expected, "{ctx}: inbound frame");
+        if c.method == "TUN" {
+            assert_checksums(&out[20..]);
+            continue;
+        }
+        assert_checksums(&out);
+
+        // Further packets of the connection take the same way.
+        let input2 = frame(CLI, LB0, c.client, 64, c.p, CPORT, c.vport, Seg::Ack, b"second");
+        let (v2, out2) = run(&mut d, &input2, 0, now + Duration::from_millis(1));
+        assert_eq!(v2, Verdict::Forward { port: 1 }, "{ctx}: second packet");
+        assert_eq!(sport_of(&out2), sport_of(&out), "{ctx}: same local port");
+
+        // Outbound: the real server's reply, only for the methods replies pass through.
+        if c.method == "NAT" || c.method == "FULLNAT" {
+            let rs_src_port = c.rport;
+            let rs_dst_port = sport_of(&out);
+            let reply = frame(RS, LB1, swap(c.to_rs), 64, c.p, rs_src_port, rs_dst_port, Seg::SynAck, b"reply");
+            let (v, back) = run(&mut d, &reply, 1, now + Duration::from_millis(2));
+            assert_eq!(v, Verdict::Forward { port: 0 }, "{ctx}: outbound verdict");
+            let expected = frame(LB0, CLI, swap(c.client), 63, c.p, c.vport, CPORT, Seg::SynAck, b"reply");
+            assert_eq!(back, expected, "{ctx}: outbound frame");
+            assert_checksums(&back);
+        }
+    }
+}
+
+#[test]
+fn non_syn_without_connection_is_dropped_and_counted() {
+    let mut d = director();
+    let input = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Tcp, CPORT, 80, Seg::Ack, b"");
+    let (v, _) = run(&mut d, &input, 0, Instant::now());
+    assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
+    assert_eq!(d.pipeline.stats.dropped[DropReason::NoConnection as usize], 1);
+}
+
+#[test]
+fn ttl_one_is_not_routed() {
+    let mut d = director();
+    let input = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 1, P::Udp, CPORT, 7, Seg::Syn, b"x");
+    assert_eq!(run(&mut d, &input, 0, Instant::now()).0, Verdict::Drop(DropReason::TtlExceeded));
+}
+
+#[test]
+fn not_ours_goes_to_the_kernel() {
+    let mut d = director();
+    let now = Instant::now();
+    // A port of the VIP that is not a service (SSH to the director's VIP).
+    let ssh = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Tcp, CPORT, 22, Seg::Syn, b"");
+    assert_eq!(run(&mut d, &ssh, 0, now).0, Verdict::PassToKernel);
+    // Ping to the VIP.
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(CLI, LB0).ipv4(CIP4, [198, 18, 0, 10], 64).icmpv4_echo_request(1, 1).write(&mut ping, b"ping").unwrap();
+    assert_eq!(run(&mut d, &ping, 0, now).0, Verdict::PassToKernel);
+    // ARP.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&CLI);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLI);
+    arp.extend_from_slice(&CIP4);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 1, 1]);
+    assert_eq!(run(&mut d, &arp, 0, now).0, Verdict::PassToKernel);
+    assert_eq!(d.pipeline.stats.passed, 3);
+}
+
+#[test]
+fn truncated_frames_are_dropped_never_panic() {
+    let mut d = director();
+    let now = Instant::now();
+    let full = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Tcp, CPORT, 80, Seg::Syn, PAYLOAD);
+    for len in 0..full.len() {
+        let (v, _) = run(&mut d, &full[..len], 0, now);
+        assert!(matches!(v, Verdict::Drop(_) | Verdict::PassToKernel), "len {len}: {v:?}");
+    }
+    let full6 = frame(CLI, LB0, Ip::V6(v6("2001:2:0:1::2"), v6("2001:2::10")), 64, P::Udp, CPORT, 7, Seg::Syn, PAYLOAD);
+    for len in 0..full6.len() {
+        let (v, _) = run(&mut d, &full6[..len], 0, now);
+        assert!(matches!(v, Verdict::Drop(_) | Verdict::PassToKernel), "v6 len {len}: {v:?}");
+    }
+}
+
+#[test]
+fn fragments_for_a_vip_are_dropped() {
+    let mut d = director();
+    let mut f = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Udp, CPORT, 7, Seg::Syn, PAYLOAD);
+    // Set More Fragments and fix the header checksum.
+    f[14 + 6] |= 0x20;
+    let mut h = Ipv4Header::from_slice(&f[14..]).unwrap().0;
+    h.header_checksum = h.calc_header_checksum();
+    f[14..34].copy_from_slice(&h.to_bytes());
+    assert_eq!(run(&mut d, &f, 0, Instant::now()).0, Verdict::Drop(DropReason::Fragment));
+}
+
+#[test]
+fn tun_too_big_with_df_gets_fragmentation_needed() {
+    let mut d = director();
+    // 1500-byte IP packet with DF (etherparse sets DF): 20 more bytes do not fit a 1500 MTU.
+    let payload = vec![0x5a; 1500 - 20 - 8];
+    let input = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 13]), 64, P::Udp, CPORT, 7, Seg::Syn, &payload);
+    assert!(Ipv4Header::from_slice(&input[14..]).unwrap().0.dont_fragment);
+    let (v, out) = run(&mut d, &input, 0, Instant::now());
+    assert_eq!(v, Verdict::Reply);
+    let s = SlicedPacket::from_ethernet(&out).unwrap();
+    let eth = s.link.as_ref().unwrap().to_header().unwrap();
+    assert_eq!((eth.source, eth.destination), (LB0, CLI));
+    let Some(NetSlice::Ipv4(ip)) = &s.net else { panic!("not IPv4") };
+    assert_eq!(ip.header().destination(), CIP4);
+    assert_eq!(ip.header().source(), [198, 18, 1, 1]);
+    let Some(TransportSlice::Icmpv4(icmp)) = &s.transport else { panic!("not ICMP: {:?}", s.transport) };
+    use etherparse::icmpv4::DestUnreachableHeader;
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1480 })
+    );
+    let h = icmp.header();
+    assert_eq!(h.checksum, h.icmp_type.calc_checksum(icmp.payload()));
+    // The quote starts with the client's own IP header.
+    assert_eq!(&icmp.payload()[..20], &input[14..34]);
+}
+
+/// An ICMP error from the real server about a packet the director sent it is translated back to
+/// the client: outer source and quoted destination become the VIP again.
+#[test]
+fn icmp_port_unreachable_from_a_nat_real_server() {
+    use etherparse::icmpv4::DestUnreachableHeader;
+    let mut d = director();
+    let now = Instant::now();
+    let vip = [198, 18, 0, 10];
+    let input = frame(CLI, LB0, Ip::V4(CIP4, vip), 64, P::Udp, CPORT, 7, Seg::Syn, PAYLOAD);
+    let (_, to_rs) = run(&mut d, &input, 0, now);
+    // The real server quotes what it got: IP header + 8 bytes of UDP.
+    let quote = to_rs[14..14 + 28].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(RS, LB1)
+        .ipv4(RIP4, CIP4, 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port))
+        .write(&mut err, &quote)
+        .unwrap();
+    let (v, out) = run(&mut d, &err, 1, now);
+    assert_eq!(v, Verdict::Forward { port: 0 });
+    // Expected: the error the client would get had it talked to the VIP directly.
+    let orig_quote = input[14..14 + 28].to_vec();
+    let mut expected = Vec::new();
+    PacketBuilder::ethernet2(LB0, CLI)
+        .ipv4(vip, CIP4, 63)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port))
+        .write(&mut expected, &orig_quote)
+        .unwrap();
+    // The quoted header's TTL is the one the real server saw (63), the rest is the client's packet.
+    let mut q = orig_quote.clone();
+    q[8] = 63;
+    let mut h = Ipv4Header::from_slice(&q).unwrap().0;
+    h.header_checksum = h.calc_header_checksum();
+    q[..20].copy_from_slice(&h.to_bytes());
+    let mut expected = Vec::new();
+    PacketBuilder::ethernet2(LB0, CLI)
+        .ipv4(vip, CIP4, 63)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port))
+        .write(&mut expected, &q)
+        .unwrap();
+    assert_eq!(out, expected);
+}
+
+/// The same over IPv6 with FULLNAT: both quoted endpoints and the outer destination are restored.
+#[test]
+fn icmpv6_port_unreachable_from_a_fullnat_real_server() {
+    use etherparse::icmpv6::DestUnreachableCode;
+    let mut d = director();
+    let now = Instant::now();
+    let (cip, vip, rip) = (v6("2001:2:0:1::2"), v6("2001:2::11"), v6("2001:2:0:2::11"));
+    let input = frame(CLI, LB0, Ip::V6(cip, vip), 64, P::Udp, CPORT, 7, Seg::Syn, PAYLOAD);
+    let (_, to_rs) = run(&mut d, &input, 0, now);
+    let lip = v6("2001:2:0:3::1");
+    let quote = to_rs[14..14 + 48].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(RS, LB1)
+        .ipv6(rip, lip, 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port))
+        .write(&mut err, &quote)
+        .unwrap();
+    let (v, out) = run(&mut d, &err, 1, now);
+    assert_eq!(v, Verdict::Forward { port: 0 });
+    let s = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &s.net else { panic!("not IPv6") };
+    assert_eq!((ip.header().source(), ip.header().destination()), (vip, cip));
+    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else { panic!("not ICMPv6") };
+    let h = icmp.header();
+    assert_eq!(h.checksum, h.icmp_type.calc_checksum(vip, cip, icmp.payload()).unwrap());
+    // Quoted: client -> VIP with the client's ports, as the client sent it (hop limit aside).
+    let qh = etherparse::Ipv6Header::from_slice(icmp.payload()).unwrap().0;
+    assert_eq!((qh.source, qh.destination), (cip, vip));
+    let qudp = &icmp.payload()[40..48];
+    assert_eq!(u16::from_be_bytes([qudp[0], qudp[1]]), CPORT);
+    assert_eq!(u16::from_be_bytes([qudp[2], qudp[3]]), 7);
+}
