@@ -3,8 +3,8 @@
 //!
 //! Deliberate differences: the bucket is the top 8 bits of the multiplicative hash
 //! (`hash_32(fold(vaddr), 8)`, as sh uses) rather than IPVS's low 8 bits, which depend only on
-//! the address's last octet; the table is filled as `bucket_table` (in `sched/mod.rs`) describes. As in IPVS,
-//! a client whose bucket names a drained server gets None.
+//! the address's last octet; the table is filled as `bucket_table` (in `sched/mod.rs`) describes.
+//! As in IPVS, a client whose bucket names a drained server gets None.
 
 use std::sync::Arc;
 

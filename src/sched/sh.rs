@@ -5,8 +5,8 @@
 //! The bucket hash is IPVS's own (`hash_32(port + fold(addr), 8)`), so for equal tables a client
 //! lands in the same bucket as under IPVS. As in IPVS a drained server keeps a bucket: without
 //! `opts.fallback` its clients get None (they are not silently moved to another server); with it,
-//! the other buckets are tried in IPVS's order. The table is filled as `bucket_table` (in `sched/mod.rs`)
-//! describes: shares are exact to a bucket where IPVS's are not, a deliberate difference.
+//! the other buckets are tried in IPVS's order. The table is filled as `bucket_table` (in
+//! `sched/mod.rs`) describes: shares exact to a bucket where IPVS's are not, a deliberate difference.
 
 use std::sync::Arc;
 
