@@ -228,3 +228,33 @@ pub fn replay(cfg: &Config, input: &Path, output: &Path) -> Result<Summary, Repl
             .collect(),
     })
 }
+
+/// Feeds fuzz input to a data plane and checks what must hold for any input: the first byte picks
+/// the ingress port, the rest is split into up to eight frames by length bytes (so that sequences
+/// exercise connection state). Panics, as a fuzz target should, when an invariant breaks:
+/// a transmitted frame lies inside its buffer, is at least an Ethernet header long, goes to a port
+/// that exists, and grows by at most a tunnel header.
+pub fn exercise(d: &mut Offline, data: &[u8]) {
+    let Some((&port, mut rest)) = data.split_first() else { return };
+    let in_port = u16::from(port) % d.ports.len() as u16;
+    let now = Instant::now();
+    let mut buf = vec![0u8; HEADROOM + 4096];
+    for i in 0..8u64 {
+        let Some((&n, tail)) = rest.split_first() else { break };
+        let n = (usize::from(n) * 8).min(tail.len());
+        let (f, tail) = if i == 7 { (tail, &[][..]) } else { tail.split_at(n) };
+        rest = tail;
+        let len = f.len().min(buf.len() - HEADROOM);
+        buf[HEADROOM..HEADROOM + len].copy_from_slice(&f[..len]);
+        let mut frame = Frame::new(&mut buf, HEADROOM, len);
+        let v = d.pipeline.process(&mut frame, in_port, now + Duration::from_millis(i));
+        if let Verdict::Forward { port } = v {
+            assert!(usize::from(port) < d.ports.len(), "forward to port {port} of {}", d.ports.len());
+        }
+        if matches!(v, Verdict::Forward { .. } | Verdict::Reply) {
+            assert!(frame.start + frame.len <= frame.buf.len(), "frame outside its buffer");
+            assert!(frame.len >= 14, "frame shorter than Ethernet");
+            assert!(frame.len <= len + crate::xmit::tun::OVERHEAD, "frame grew by {} bytes", frame.len - len);
+        }
+    }
+}
