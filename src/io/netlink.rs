@@ -1,0 +1,1 @@
+//! Next hops from the kernel: links, addresses, routes and neighbours over rtnetlink.
