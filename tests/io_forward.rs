@@ -109,3 +109,32 @@ fn af_xdp_generic_forwards_and_kernel_keeps_the_rest() {
 fn af_packet_forwards_and_kernel_keeps_the_rest() {
     forward_both_ways(IoKind::AfPacket, XdpMode::Auto);
 }
+
+#[test]
+fn two_workers_on_two_queue_veths_both_get_frames() {
+    if !root_or_skip() {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: needs two CPUs to send on two veth queues");
+        return;
+    }
+    let lab = Lab::new(2);
+    let echo = echo_server(&lab.s, "198.18.2.11:9000", 8);
+    let mut c = cfg(IoKind::AfXdp, XdpMode::Auto, 2);
+    c.cores = Some(vec![0, 1]);
+    let (stop, h, _) = start_in_forwarder(&lab, c);
+    let to: SocketAddr = SERVER.parse().unwrap();
+    // veth has no RSS: a frame lands on the queue of the sending CPU (mod queue count).
+    let a = client(&lab.c, "198.18.1.2:0", to, 10, Some(0));
+    let b = client(&lab.c, "198.18.1.2:0", to, 10, Some(1));
+    stop.send(()).unwrap();
+    let counters = h.join().unwrap();
+    let _ = in_ns(&lab.s, || {
+        udp("198.18.2.11:0").send_to(b"stop", "198.18.2.11:9000").map(|_| ())
+    });
+    echo.join().unwrap();
+    assert_eq!((a, b), (10, 10), "{counters:?}");
+    assert_eq!(counters.len(), 2);
+    assert!(counters.iter().all(|c| c.rx > 0 && c.tx > 0), "{counters:?}");
+}

@@ -53,6 +53,7 @@ fn dumps_return_configured_links_addresses_routes_neighbours() {
         assert_eq!(f1.mac, Some("02:00:00:00:02:01".parse::<Mac>().unwrap()));
         assert_eq!(f1.mtu, 1500);
         assert!(f1.up);
+        assert_eq!(f1.rx_queues, 1);
 
         let addrs = nl.addrs().unwrap();
         let has = |a: &str, len: u8, ifindex: u32| {

@@ -144,14 +144,12 @@ pub fn ifindex(name: &str) -> Result<u32, IoError> {
     }
 }
 
-/// Number of RX queues of interface `name` (from sysfs; 1 when unknown).
+/// Number of RX queues of interface `name`, asked over rtnetlink (sysfs would show the
+/// namespace it was mounted in, not the caller's); 1 when unknown.
 pub fn rx_queues(name: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
-        .max(1)
+    netlink::Rtnl::open()
+        .and_then(|mut n| n.links())
+        .ok()
+        .and_then(|l| l.into_iter().find(|l| l.name == name))
+        .map_or(1, |l| l.rx_queues)
 }

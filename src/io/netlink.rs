@@ -20,6 +20,8 @@ pub struct Link {
     pub mtu: u32,
     /// IFF_UP.
     pub up: bool,
+    /// Number of receive queues (IFLA_NUM_RX_QUEUES; 1 when not reported).
+    pub rx_queues: u32,
 }
 
 /// An address configured on an interface.
@@ -131,12 +133,14 @@ pub fn parse_link(b: &[u8]) -> Option<Link> {
         mac: None,
         mtu: 0,
         up: flags & libc::IFF_UP as u32 != 0,
+        rx_queues: 1,
     };
     for (ty, p) in attrs(b.get(16..)?) {
         match ty {
             1 => l.mac = mac(p),
             3 => l.name = String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[])).into_owned(),
             4 => l.mtu = u32_at(p, 0).unwrap_or(0),
+            32 => l.rx_queues = u32_at(p, 0).unwrap_or(1).max(1),
             _ => {}
         }
     }
