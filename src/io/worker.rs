@@ -80,6 +80,9 @@ impl Backend {
     }
 }
 
+/// What the filter selects: virtual services `(proto, vip, vport)`, FULLNAT local addresses, NAT real servers `(proto, rip, rport)`.
+pub type FilterLists<'a> = (&'a [(Proto, Addr, u16)], &'a [Addr], &'a [(Proto, Addr, u16)]);
+
 /// How often a worker publishes its counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 /// Empty loops in a row after which an idle worker yields its core briefly.
@@ -177,7 +180,7 @@ impl Workers {
     /// As [`Workers::start`], with the filter's initial content (so no frame of a service reaches the kernel at start).
     pub fn start_filtered<P, F>(
         cfg: &IoConfig,
-        filter: (&[(Proto, Addr, u16)], &[Addr], &[(Proto, Addr, u16)]),
+        filter: FilterLists<'_>,
         mut make: F,
     ) -> Result<Workers, IoError>
     where
@@ -187,10 +190,9 @@ impl Workers {
         Self::start_with(cfg, Some(filter), &mut make)
     }
 
-    #[allow(clippy::type_complexity)]
     fn start_with<P, F>(
         cfg: &IoConfig,
-        filter: Option<(&[(Proto, Addr, u16)], &[Addr], &[(Proto, Addr, u16)])>,
+        filter: Option<FilterLists<'_>>,
         make: &mut F,
     ) -> Result<Workers, IoError>
     where
@@ -257,10 +259,9 @@ impl Workers {
         Ok(w)
     }
 
-    #[allow(clippy::type_complexity)]
     fn open_xdp(
         cfg: &IoConfig,
-        filter: Option<(&[(Proto, Addr, u16)], &[Addr], &[(Proto, Addr, u16)])>,
+        filter: Option<FilterLists<'_>>,
     ) -> Result<(IoKind, XdpProgram, Vec<Backend>), IoError> {
         let mut prog = XdpProgram::attach(&cfg.interfaces, cfg.xdp_mode)?;
         if let Some((s, l, n)) = filter {
@@ -275,10 +276,9 @@ impl Workers {
         Ok((IoKind::AfXdp, prog, backends))
     }
 
-    #[allow(clippy::type_complexity)]
     fn open_packet(
         cfg: &IoConfig,
-        filter: Option<(&[(Proto, Addr, u16)], &[Addr], &[(Proto, Addr, u16)])>,
+        filter: Option<FilterLists<'_>>,
     ) -> Result<(IoKind, XdpProgram, Vec<Backend>), IoError> {
         let mut prog = XdpProgram::attach_tc(&cfg.interfaces)?;
         if let Some((s, l, n)) = filter {
