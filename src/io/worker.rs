@@ -178,11 +178,7 @@ impl Workers {
     }
 
     /// As [`Workers::start`], with the filter's initial content (so no frame of a service reaches the kernel at start).
-    pub fn start_filtered<P, F>(
-        cfg: &IoConfig,
-        filter: FilterLists<'_>,
-        mut make: F,
-    ) -> Result<Workers, IoError>
+    pub fn start_filtered<P, F>(cfg: &IoConfig, filter: FilterLists<'_>, mut make: F) -> Result<Workers, IoError>
     where
         P: Process + 'static,
         F: FnMut(usize) -> P,
@@ -190,11 +186,7 @@ impl Workers {
         Self::start_with(cfg, Some(filter), &mut make)
     }
 
-    fn start_with<P, F>(
-        cfg: &IoConfig,
-        filter: Option<FilterLists<'_>>,
-        make: &mut F,
-    ) -> Result<Workers, IoError>
+    fn start_with<P, F>(cfg: &IoConfig, filter: Option<FilterLists<'_>>, make: &mut F) -> Result<Workers, IoError>
     where
         P: Process + 'static,
         F: FnMut(usize) -> P,
