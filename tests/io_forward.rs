@@ -120,6 +120,19 @@ fn two_workers_on_two_queue_veths_both_get_frames() {
         return;
     }
     let lab = Lab::new(2);
+    // Without XPS veth picks the queue by flow hash; with it, by sending CPU (CPU n -> queue n).
+    for q in 0..2 {
+        let path = format!("/sys/class/net/c0/queues/tx-{q}/xps_cpus");
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.c,
+            "sh",
+            "-c",
+            &format!("echo {} > {path}", 1 << q),
+        ]);
+    }
     let echo = echo_server(&lab.s, "198.18.2.11:9000", 8);
     let mut c = cfg(IoKind::AfXdp, XdpMode::Auto, 2);
     c.cores = Some(vec![0, 1]);
