@@ -6,6 +6,7 @@
 pub mod bpf;
 pub mod config;
 pub mod conn;
+pub mod io;
 pub mod pipeline;
 pub mod replay;
 pub mod sched;
