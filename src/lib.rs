@@ -9,6 +9,7 @@ pub mod conn;
 pub mod io;
 pub mod pipeline;
 pub mod replay;
+pub mod run;
 pub mod sched;
 pub mod service;
 pub mod stats;

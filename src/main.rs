@@ -13,6 +13,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the director (root): workers on the configured interfaces, until SIGINT/SIGTERM.
+    Run {
+        /// Configuration file (the embedded default when absent). SIGHUP re-reads it.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print the counters every SECS seconds.
+        #[arg(long, value_name = "SECS")]
+        stats: Option<u64>,
+    },
     /// Run the data plane over a capture and write the frames it would transmit.
     Replay {
         /// Configuration file (the embedded default when absent).
@@ -37,7 +46,23 @@ fn load_config(path: Option<&PathBuf>) -> Result<xvs::config::Config, ExitCode> 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.cmd {
+        Cmd::Run { config, stats } => {
+            let opts = xvs::run::RunOptions { config, stats_every: stats.map(std::time::Duration::from_secs) };
+            match xvs::run::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("xvs run: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Replay { config, input, output } => {
             let cfg = match load_config(config.as_ref()) {
                 Ok(c) => c,

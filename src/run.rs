@@ -1,0 +1,326 @@
+//! `xvs run`: the director. The control thread (this one) owns the configuration, builds service
+//! table snapshots from it and from the kernel's interfaces, routes and neighbours, publishes them
+//! to the workers, answers signals, and reports counters; the workers forward.
+//!
+//! Signals: SIGINT/SIGTERM stop cleanly (workers joined, XDP/tc programs detached); SIGHUP re-reads
+//! the configuration file and swaps the service table without touching connections (a bad file is
+//! refused and the running configuration stays).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{self, Config, IoMode, Workers as WorkerSpec, XdpMode as CfgXdpMode};
+use crate::conn::{ConnTable, TableConfig};
+use crate::io::netlink::{self, NUD_VALID, Rtnl};
+use crate::io::{IoConfig, IoCounters, IoKind, Process, Workers, XdpMode};
+use crate::pipeline::{Frame, Pipeline, Published, Verdict};
+use crate::service::{DestIds, Port, ServiceTable};
+use crate::stats::Stats;
+use crate::types::{Addr, DestCounters, Mac, Prefix};
+
+/// Why the director could not start. The message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Not root.
+    #[error("xvs run needs root (CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW, CAP_SYS_ADMIN): run it with sudo")]
+    NotRoot,
+    /// The configuration was refused.
+    #[error("{0}")]
+    Config(config::ConfigErrors),
+    /// An interface of the configuration does not exist here.
+    #[error("interface '{0}' (from [[interface]]) does not exist in this network namespace")]
+    NoInterface(String),
+    /// The configuration has no interface.
+    #[error("the configuration declares no [[interface]]: xvs needs to know where to receive and send")]
+    NoPorts,
+    #[error("netlink: {0}")]
+    Netlink(crate::io::IoError),
+    #[error("packet I/O: {0}")]
+    Io(crate::io::IoError),
+    #[error("signals: {0}")]
+    Signal(std::io::Error),
+}
+
+/// How often the control thread looks at the kernel's neighbours and routes.
+const NEIGH_REFRESH: Duration = Duration::from_secs(1);
+/// How often workers publish their counters to the control thread.
+const REPORT_EVERY: Duration = Duration::from_millis(100);
+
+/// What a worker shares with the control thread: counters and next hops to resolve.
+#[derive(Default)]
+struct Report {
+    stats: Stats,
+    unresolved: Vec<Addr>,
+}
+
+/// A worker's data plane plus its reporting.
+struct Worker {
+    pipeline: Pipeline,
+    report: Arc<Mutex<Report>>,
+    last: Instant,
+}
+
+impl Process for Worker {
+    #[inline]
+    fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Verdict {
+        self.pipeline.process(frame, in_port, now)
+    }
+
+    fn between_batches(&mut self, now: Instant) {
+        self.pipeline.between_batches(now);
+        if now.duration_since(self.last) >= REPORT_EVERY {
+            self.last = now;
+            if let Ok(mut r) = self.report.lock() {
+                r.stats.clone_from(&self.pipeline.stats);
+                r.unresolved.append(&mut self.pipeline.unresolved);
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// The last counters reach the control thread when the worker stops.
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.report.lock() {
+            r.stats.clone_from(&self.pipeline.stats);
+        }
+    }
+}
+
+/// The kernel's view of our ports: what the snapshot needs besides the configuration.
+#[derive(Default, PartialEq)]
+struct KernelView {
+    ports: Vec<Port>,
+    routes: Vec<(Prefix, u16, Option<IpAddr>)>,
+    neigh: Vec<(u16, Addr, Mac)>,
+}
+
+fn kernel_view(rtnl: &mut Rtnl, cfg: &Config) -> Result<KernelView, RunError> {
+    let links = rtnl.links().map_err(RunError::Netlink)?;
+    let addrs = rtnl.addrs().map_err(RunError::Netlink)?;
+    let mut ifindex = Vec::new();
+    let mut ports = Vec::new();
+    for ifc in &cfg.interfaces {
+        let link = links.iter().find(|l| l.name == ifc.name).ok_or_else(|| RunError::NoInterface(ifc.name.clone()))?;
+        ifindex.push(link.ifindex);
+        let mut prefixes = ifc.addrs.clone();
+        for a in addrs.iter().filter(|a| a.ifindex == link.ifindex) {
+            let p = Prefix { addr: a.addr, len: a.prefix_len };
+            if !prefixes.contains(&p) {
+                prefixes.push(p);
+            }
+        }
+        ports.push(Port {
+            name: ifc.name.clone(),
+            mac: ifc.mac.or(link.mac).unwrap_or_default(),
+            addrs: prefixes,
+            mtu: ifc.mtu.unwrap_or(link.mtu.min(u32::from(u16::MAX)) as u16),
+        });
+    }
+    let port_of = |idx: u32| ifindex.iter().position(|&i| i == idx).map(|p| p as u16);
+    let mut routes: Vec<_> = rtnl
+        .routes()
+        .map_err(RunError::Netlink)?
+        .into_iter()
+        .filter_map(|r| Some((r.dst, port_of(r.oif?)?, r.gateway)))
+        .collect();
+    routes.sort_by_key(|r| (r.0.addr, r.0.len, r.1));
+    let mut neigh: Vec<_> = rtnl
+        .neighbours()
+        .map_err(RunError::Netlink)?
+        .into_iter()
+        .filter(|n| n.state & NUD_VALID != 0)
+        .filter_map(|n| Some((port_of(n.ifindex)?, Addr::from(n.addr), n.mac?)))
+        .collect();
+    neigh.sort_by_key(|n| (n.0, n.1));
+    Ok(KernelView { ports, routes, neigh })
+}
+
+fn io_config(cfg: &Config) -> IoConfig {
+    let (workers, cores) = match &cfg.global.workers {
+        WorkerSpec::Count(n) => (*n, None),
+        WorkerSpec::Cores(c) => (c.len(), Some(c.clone())),
+    };
+    IoConfig {
+        interfaces: cfg.interfaces.iter().map(|i| i.name.clone()).collect(),
+        workers,
+        cores,
+        io: match cfg.global.io {
+            IoMode::Auto => IoKind::Auto,
+            IoMode::AfXdp => IoKind::AfXdp,
+            IoMode::AfPacket => IoKind::AfPacket,
+        },
+        xdp_mode: match cfg.global.xdp_mode {
+            CfgXdpMode::Auto => XdpMode::Auto,
+            CfgXdpMode::Native => XdpMode::Native,
+            CfgXdpMode::Generic => XdpMode::Generic,
+        },
+        batch: cfg.global.batch_size,
+        ..IoConfig::default()
+    }
+}
+
+/// Counters of all workers, summed, as printed by `--stats` and at exit.
+pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "rx {} forwarded {} replied {} to-kernel {} dropped {} | conns created {} in table {} | io rx {} tx {} tx_full {}",
+        stats.rx,
+        stats.forwarded,
+        stats.replied,
+        stats.passed,
+        stats.dropped_total(),
+        stats.conns,
+        conns,
+        io.rx,
+        io.tx,
+        io.tx_full
+    );
+    for (r, n) in stats.drops() {
+        let _ = write!(s, " {}={n}", r.label());
+    }
+    s
+}
+
+/// Options of `xvs run`.
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    /// Print the counters this often.
+    pub stats_every: Option<Duration>,
+}
+
+/// Runs the director until SIGINT or SIGTERM.
+pub fn run(opts: &RunOptions) -> Result<(), RunError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(RunError::NotRoot);
+    }
+    let load = |p: Option<&Path>| match p {
+        Some(p) => config::load(p).map_err(RunError::Config),
+        None => Ok(config::default_config()),
+    };
+    let mut cfg = load(opts.config.as_deref())?;
+    if cfg.interfaces.is_empty() {
+        return Err(RunError::NoPorts);
+    }
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, term.clone()).map_err(RunError::Signal)?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()).map_err(RunError::Signal)?;
+
+    let mut rtnl = Rtnl::open().map_err(RunError::Netlink)?;
+    let mut view = kernel_view(&mut rtnl, &cfg)?;
+    let mut ids = DestIds::default();
+    let mut generation = 1;
+    let snap = ServiceTable::build(&cfg, view.ports.clone(), &view.routes, &view.neigh, &mut ids, generation);
+    let (svcs, laddrs, nat) = snap.filter();
+    let published = Arc::new(Published::from_pointee(snap));
+    let counters = Arc::new(DestCounters::default());
+    let table = Arc::new(ConnTable::new(
+        TableConfig { max_conns: cfg.conn.max_conns, shards: cfg.conn.shards, timeouts: cfg.conn.timeouts },
+        counters.clone(),
+    ));
+
+    let iocfg = io_config(&cfg);
+    let mut reports = Vec::new();
+    let mut workers = Workers::start_filtered(&iocfg, (&svcs, &laddrs, &nat), |_| {
+        let report = Arc::new(Mutex::new(Report::default()));
+        reports.push(report.clone());
+        Worker { pipeline: Pipeline::new(published.clone(), table.clone(), counters.clone()), report, last: Instant::now() }
+    })
+    .map_err(RunError::Io)?;
+    let kind = match workers.kind() {
+        IoKind::AfXdp => "AF_XDP",
+        _ => "AF_PACKET",
+    };
+    let names: Vec<&str> = cfg.interfaces.iter().map(|i| i.name.as_str()).collect();
+    eprintln!(
+        "xvs: running: {} services, {} worker(s) on {kind}, interfaces {}; SIGHUP reloads, SIGINT/SIGTERM stop",
+        cfg.services.len(),
+        iocfg.workers,
+        names.join(", ")
+    );
+
+    let collect = |reports: &[Arc<Mutex<Report>>], unresolved: &mut HashSet<Addr>| {
+        let mut total = Stats::default();
+        for r in reports {
+            if let Ok(mut r) = r.lock() {
+                total.merge(&r.stats);
+                unresolved.extend(r.unresolved.drain(..));
+            }
+        }
+        total
+    };
+    let mut last_neigh = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut unresolved = HashSet::new();
+    while !term.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut rebuild = false;
+        if hup.swap(false, Ordering::Relaxed) {
+            match load(opts.config.as_deref()) {
+                Err(e) => eprintln!("xvs: reload refused, the running configuration stays:\n{e}"),
+                Ok(new) if new.interfaces.iter().map(|i| &i.name).ne(cfg.interfaces.iter().map(|i| &i.name)) => {
+                    eprintln!("xvs: reload refused: the interfaces changed, which needs a restart")
+                }
+                Ok(new) => {
+                    if new.conn.max_conns != cfg.conn.max_conns || new.conn.shards != cfg.conn.shards {
+                        eprintln!("xvs: note: [conn] max_conns and shards take effect at the next start");
+                    }
+                    cfg = new;
+                    rebuild = true;
+                    eprintln!("xvs: reloaded: {} services", cfg.services.len());
+                }
+            }
+        }
+        if last_neigh.elapsed() >= NEIGH_REFRESH || !unresolved.is_empty() {
+            collect(&reports, &mut unresolved);
+            for a in unresolved.drain() {
+                let _ = netlink::resolve(a.to_ip());
+            }
+        }
+        if last_neigh.elapsed() >= NEIGH_REFRESH {
+            last_neigh = Instant::now();
+            match kernel_view(&mut rtnl, &cfg) {
+                Ok(v) if v != view => {
+                    view = v;
+                    rebuild = true;
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("xvs: cannot read the kernel's tables: {e}"),
+            }
+        }
+        if rebuild {
+            generation += 1;
+            let snap = ServiceTable::build(&cfg, view.ports.clone(), &view.routes, &view.neigh, &mut ids, generation);
+            let (s, l, n) = snap.filter();
+            published.store(Arc::new(snap));
+            if let Err(e) = workers.set_filter(&s, &l, &n) {
+                eprintln!("xvs: cannot update the packet filter: {e}");
+            }
+        }
+        if let Some(every) = opts.stats_every
+            && last_stats.elapsed() >= every
+        {
+            last_stats = Instant::now();
+            let mut io = IoCounters::default();
+            workers.counters().iter().for_each(|c| io.merge(c));
+            let stats = collect(&reports, &mut unresolved);
+            eprintln!("xvs: {}", format_counters(&stats, &io, table.len()));
+        }
+    }
+    let io_final = workers.stop();
+    let mut io = IoCounters::default();
+    io_final.iter().for_each(|c| io.merge(c));
+    let stats = collect(&reports, &mut HashSet::new());
+    eprintln!("xvs: stopped: {}", format_counters(&stats, &io, table.len()));
+    Ok(())
+}
