@@ -58,7 +58,9 @@ interface = "lb0"
 fn tcp_frame(i: u32, vip: u8, syn: bool) -> Vec<u8> {
     let src = [198, 19, (i >> 8) as u8, i as u8];
     let sport = 1024 + (i >> 16) as u16;
-    let b = PacketBuilder::ethernet2(CLI, LB0).ipv4(src, [198, 18, 0, vip], 64).tcp(sport, 80, 1, 64240);
+    let b = PacketBuilder::ethernet2(CLI, LB0)
+        .ipv4(src, [198, 18, 0, vip], 64)
+        .tcp(sport, 80, 1, 64240);
     let b = if syn { b.syn() } else { b.ack(1) };
     let mut out = Vec::new();
     b.write(&mut out, &[0u8; 6]).unwrap();
@@ -72,7 +74,10 @@ struct Bench {
 
 impl Bench {
     fn new(max_conns: usize) -> Bench {
-        Bench { d: Offline::new(&config(max_conns), &[]).unwrap(), buf: vec![0u8; HEADROOM + 2048] }
+        Bench {
+            d: Offline::new(&config(max_conns), &[]).unwrap(),
+            buf: vec![0u8; HEADROOM + 2048],
+        }
     }
     #[inline]
     fn run(&mut self, f: &[u8], now: Instant) -> Verdict {

@@ -48,13 +48,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
         Cmd::Run { config, stats } => {
-            let opts = xvs::run::RunOptions { config, stats_every: stats.map(std::time::Duration::from_secs) };
+            let opts = xvs::run::RunOptions {
+                config,
+                stats_every: stats.map(std::time::Duration::from_secs),
+            };
             match xvs::run::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -86,7 +86,15 @@ impl Pipeline {
     pub fn new(published: Arc<Published>, table: Arc<ConnTable>, counters: Arc<DestCounters>) -> Pipeline {
         let snap = published.load_full();
         let scheds = snap.services.iter().map(|s| s.sched.fork()).collect();
-        Pipeline { published, snap, scheds, table, counters, stats: Stats::default(), unresolved: Vec::new() }
+        Pipeline {
+            published,
+            snap,
+            scheds,
+            table,
+            counters,
+            stats: Stats::default(),
+            unresolved: Vec::new(),
+        }
     }
 
     /// Picks up a newer snapshot if one was published (workers call this between batches).
@@ -146,13 +154,33 @@ impl Pipeline {
             return Err(drop(DropReason::Ipv4Checksum));
         }
         let (src, dst) = (Addr::from(ip.src_addr()), Addr::from(ip.dst_addr()));
-        let (l4, end, proto, ttl) = (l3 + ip.header_len(), l3 + usize::from(ip.total_len()), ip.protocol(), ip.ttl());
+        let (l4, end, proto, ttl) = (
+            l3 + ip.header_len(),
+            l3 + usize::from(ip.total_len()),
+            ip.protocol(),
+            ip.ttl(),
+        );
         if ip.is_fragment() {
             return self.fragment(dst);
         }
         match proto {
             ip_proto::TCP | ip_proto::UDP => {
-                let p = self.l4(frame.bytes(), Parsed { l3, l4, end, v6: false, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, ttl })?;
+                let p = self.l4(
+                    frame.bytes(),
+                    Parsed {
+                        l3,
+                        l4,
+                        end,
+                        v6: false,
+                        proto,
+                        src,
+                        dst,
+                        sport: 0,
+                        dport: 0,
+                        tcp_flags: 0,
+                        ttl,
+                    },
+                )?;
                 self.transport(frame, &p, in_port, now)
             }
             ip_proto::ICMP => {
@@ -160,7 +188,19 @@ impl Pipeline {
                 if !icmp::is_error_v4(t) {
                     return Ok(Verdict::PassToKernel);
                 }
-                self.icmp_error(frame, Outer { l3, icmp_at: l4, end, v6: false, src, dst, ttl }, now)
+                self.icmp_error(
+                    frame,
+                    Outer {
+                        l3,
+                        icmp_at: l4,
+                        end,
+                        v6: false,
+                        src,
+                        dst,
+                        ttl,
+                    },
+                    now,
+                )
             }
             _ => Ok(Verdict::PassToKernel),
         }
@@ -179,15 +219,45 @@ impl Pipeline {
         let l4 = l3 + ul.offset;
         match ul.proto {
             ip_proto::TCP | ip_proto::UDP => {
-                let p = self.l4(b, Parsed { l3, l4, end, v6: true, proto: ul.proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, ttl })?;
+                let p = self.l4(
+                    b,
+                    Parsed {
+                        l3,
+                        l4,
+                        end,
+                        v6: true,
+                        proto: ul.proto,
+                        src,
+                        dst,
+                        sport: 0,
+                        dport: 0,
+                        tcp_flags: 0,
+                        ttl,
+                    },
+                )?;
                 self.transport(frame, &p, 0, now)
             }
             ip_proto::ICMPV6 => {
-                let t = *b.get(l4).filter(|_| l4 < end).ok_or_else(|| drop(DropReason::IcmpMalformed))?;
+                let t = *b
+                    .get(l4)
+                    .filter(|_| l4 < end)
+                    .ok_or_else(|| drop(DropReason::IcmpMalformed))?;
                 if !icmp::is_error_v6(t) {
                     return Ok(Verdict::PassToKernel);
                 }
-                self.icmp_error(frame, Outer { l3, icmp_at: l4, end, v6: true, src, dst, ttl }, now)
+                self.icmp_error(
+                    frame,
+                    Outer {
+                        l3,
+                        icmp_at: l4,
+                        end,
+                        v6: true,
+                        src,
+                        dst,
+                        ttl,
+                    },
+                    now,
+                )
             }
             _ => Ok(Verdict::PassToKernel),
         }
@@ -195,16 +265,24 @@ impl Pipeline {
 
     /// xvs does not reassemble: fragments for a VIP are dropped, others go to the kernel.
     fn fragment(&self, dst: Addr) -> Step<Verdict> {
-        if self.snap.is_vip(dst) || self.snap.is_laddr(dst) { Err(drop(DropReason::Fragment)) } else { Ok(Verdict::PassToKernel) }
+        if self.snap.is_vip(dst) || self.snap.is_laddr(dst) {
+            Err(drop(DropReason::Fragment))
+        } else {
+            Ok(Verdict::PassToKernel)
+        }
     }
 
     /// Reads the ports (and TCP flags) into `p`; a malformed header is dropped only when it is ours.
     fn l4(&self, b: &[u8], mut p: Parsed) -> Step<Parsed> {
         let seg = b.get(p.l4..p.end).unwrap_or(&[]);
         let ok = if p.proto == ip_proto::TCP {
-            tcp::Packet::new_checked(seg).map(|t| (t.src_port(), t.dst_port(), t.flags())).ok()
+            tcp::Packet::new_checked(seg)
+                .map(|t| (t.src_port(), t.dst_port(), t.flags()))
+                .ok()
         } else {
-            udp::Packet::new_checked(seg).map(|u| (u.src_port(), u.dst_port(), 0)).ok()
+            udp::Packet::new_checked(seg)
+                .map(|u| (u.src_port(), u.dst_port(), 0))
+                .ok()
         };
         match ok {
             Some((s, d, f)) => {
@@ -218,12 +296,28 @@ impl Pipeline {
 
     fn transport(&mut self, frame: &mut Frame<'_>, p: &Parsed, in_port: u16, now: Instant) -> Step<Verdict> {
         let proto = Proto::from_number(p.proto).ok_or(Verdict::PassToKernel)?;
-        if let Some(si) = self.snap.service(&SvcKey { proto, addr: p.dst, port: p.dport }) {
+        if let Some(si) = self.snap.service(&SvcKey {
+            proto,
+            addr: p.dst,
+            port: p.dport,
+        }) {
             return self.inbound(frame, p, proto, si, in_port, now);
         }
         let laddr = self.snap.is_laddr(p.dst);
-        if laddr || self.snap.is_nat_dest(&SvcKey { proto, addr: p.src, port: p.sport }) {
-            let t = Tuple { proto, src: p.src, sport: p.sport, dst: p.dst, dport: p.dport };
+        if laddr
+            || self.snap.is_nat_dest(&SvcKey {
+                proto,
+                addr: p.src,
+                port: p.sport,
+            })
+        {
+            let t = Tuple {
+                proto,
+                src: p.src,
+                sport: p.sport,
+                dst: p.dst,
+                dport: p.dport,
+            };
             return match self.table.lookup(Dir::Out, &t, p.tcp_flags, now) {
                 Some(c) => self.outbound(frame, p, &c),
                 // To a local address but no connection: nobody else can want it.
@@ -234,8 +328,22 @@ impl Pipeline {
         Ok(Verdict::PassToKernel)
     }
 
-    fn inbound(&mut self, frame: &mut Frame<'_>, p: &Parsed, proto: Proto, si: u32, in_port: u16, now: Instant) -> Step<Verdict> {
-        let t = Tuple { proto, src: p.src, sport: p.sport, dst: p.dst, dport: p.dport };
+    fn inbound(
+        &mut self,
+        frame: &mut Frame<'_>,
+        p: &Parsed,
+        proto: Proto,
+        si: u32,
+        in_port: u16,
+        now: Instant,
+    ) -> Step<Verdict> {
+        let t = Tuple {
+            proto,
+            src: p.src,
+            sport: p.sport,
+            dst: p.dst,
+            dport: p.dport,
+        };
         let c = match self.table.lookup(Dir::In, &t, p.tcp_flags, now) {
             Some(c) => {
                 if !self.snap.dest_alive(c.dest_id) && self.snap.services[si as usize].expire_nodest_conn {
@@ -280,14 +388,26 @@ impl Pipeline {
         Ok(Verdict::Forward { port: hop.port })
     }
 
-    fn tunnel(&mut self, frame: &mut Frame<'_>, l3: usize, end: usize, c: &Conn, hop: &Hop, in_port: u16) -> Step<Verdict> {
+    fn tunnel(
+        &mut self,
+        frame: &mut Frame<'_>,
+        l3: usize,
+        end: usize,
+        c: &Conn,
+        hop: &Hop,
+        in_port: u16,
+    ) -> Step<Verdict> {
         let port = &self.snap.ports[hop.port as usize];
         let dip = port.addr_like(c.daddr).ok_or_else(|| drop(DropReason::NoRoute))?;
         match tun::encapsulate(frame, l3, end, dip, c.daddr, port.mtu, hop) {
             Ok(()) => Ok(Verdict::Forward { port: hop.port }),
             Err(TunError::Drop(r)) => Err(drop(r)),
             Err(TunError::FragNeeded(mtu)) => {
-                let back = self.snap.ports.get(in_port as usize).ok_or_else(|| drop(DropReason::NoRoute))?;
+                let back = self
+                    .snap
+                    .ports
+                    .get(in_port as usize)
+                    .ok_or_else(|| drop(DropReason::NoRoute))?;
                 // Answer from the director's own address on the client side, as a router would.
                 let from = back.addr_like(c.caddr).unwrap_or(c.vaddr);
                 tun::frag_needed(frame, l3, end, from, back.mac, mtu);
@@ -299,7 +419,13 @@ impl Pipeline {
     fn new_conn(&mut self, p: &Parsed, proto: Proto, si: u32, now: Instant) -> Step<Conn> {
         let snap = &self.snap;
         let svc = &snap.services[si as usize];
-        let key = SchedKey { proto, caddr: p.src, cport: p.sport, vaddr: p.dst, vport: p.dport };
+        let key = SchedKey {
+            proto,
+            caddr: p.src,
+            cport: p.sport,
+            vaddr: p.dst,
+            vport: p.dport,
+        };
         let mut pick = || {
             self.scheds[si as usize]
                 .schedule(&svc.dests, &self.counters, &key)
@@ -314,11 +440,16 @@ impl Pipeline {
                 // A template whose server was removed or drained is not followed (keepalived users
                 // set IPVS's expire_quiescent_template for this; here it is the only behaviour).
                 let usable = |id: u32| svc.dests.iter().any(|d| d.id == id && d.weight > 0);
-                match self.table.template_lookup(proto, masked, p.dst, p.dport, now).filter(|t| usable(t.0)) {
+                match self
+                    .table
+                    .template_lookup(proto, masked, p.dst, p.dport, now)
+                    .filter(|t| usable(t.0))
+                {
                     Some(t) => t,
                     None => {
                         let (id, a, port) = pick()?;
-                        self.table.template_insert(proto, masked, p.dst, p.dport, id, a, port, timeout, now);
+                        self.table
+                            .template_insert(proto, masked, p.dst, p.dport, id, a, port, timeout, now);
                         (id, a, port)
                     }
                 }
@@ -350,21 +481,39 @@ impl Pipeline {
     fn icmp_error(&mut self, frame: &mut Frame<'_>, o: Outer, now: Instant) -> Step<Verdict> {
         let ours = self.snap.is_vip(o.dst) || self.snap.is_laddr(o.dst);
         let Some(q) = icmp::parse_quote(frame.bytes(), o.icmp_at, o.end, o.v6) else {
-            return if ours { Err(drop(DropReason::IcmpMalformed)) } else { Ok(Verdict::PassToKernel) };
+            return if ours {
+                Err(drop(DropReason::IcmpMalformed))
+            } else {
+                Ok(Verdict::PassToKernel)
+            };
         };
         // The quoted packet is one that went out; its reverse is the tuple that came in.
-        let rev = Tuple { proto: q.proto, src: q.dst, sport: q.dport, dst: q.src, dport: q.sport };
+        let rev = Tuple {
+            proto: q.proto,
+            src: q.dst,
+            sport: q.dport,
+            dst: q.src,
+            dport: q.sport,
+        };
         if self.snap.is_vip(q.src) {
             // From the client's side, about a reply of ours: goes to the real server.
             let Some(c) = self.table.peek(Dir::In, &rev, now) else {
-                return if ours { Err(drop(DropReason::IcmpNoConnection)) } else { Ok(Verdict::PassToKernel) };
+                return if ours {
+                    Err(drop(DropReason::IcmpNoConnection))
+                } else {
+                    Ok(Verdict::PassToKernel)
+                };
             };
             if o.ttl <= 1 {
                 return Err(drop(DropReason::TtlExceeded));
             }
             let hop = self.hop(c.daddr)?;
             let t = match c.method {
-                Method::Nat => Translation { outer_dst: Some(c.daddr), quoted_src: Some((c.daddr, c.dport)), ..Default::default() },
+                Method::Nat => Translation {
+                    outer_dst: Some(c.daddr),
+                    quoted_src: Some((c.daddr, c.dport)),
+                    ..Default::default()
+                },
                 Method::FullNat => Translation {
                     outer_src: Some(c.laddr),
                     outer_dst: Some(c.daddr),
@@ -381,17 +530,31 @@ impl Pipeline {
             set_l2(frame.bytes_mut(), &hop);
             return Ok(Verdict::Forward { port: hop.port });
         }
-        if self.snap.is_laddr(q.src) || self.snap.is_nat_dest(&SvcKey { proto: q.proto, addr: q.dst, port: q.dport }) {
+        if self.snap.is_laddr(q.src)
+            || self.snap.is_nat_dest(&SvcKey {
+                proto: q.proto,
+                addr: q.dst,
+                port: q.dport,
+            })
+        {
             // From the real server's side, about a packet we sent it: goes to the client.
             let Some(c) = self.table.peek(Dir::Out, &rev, now) else {
-                return if ours { Err(drop(DropReason::IcmpNoConnection)) } else { Ok(Verdict::PassToKernel) };
+                return if ours {
+                    Err(drop(DropReason::IcmpNoConnection))
+                } else {
+                    Ok(Verdict::PassToKernel)
+                };
             };
             if o.ttl <= 1 {
                 return Err(drop(DropReason::TtlExceeded));
             }
             let hop = self.hop(c.caddr)?;
             let t = match c.method {
-                Method::Nat => Translation { outer_src: Some(c.vaddr), quoted_dst: Some((c.vaddr, c.vport)), ..Default::default() },
+                Method::Nat => Translation {
+                    outer_src: Some(c.vaddr),
+                    quoted_dst: Some((c.vaddr, c.vport)),
+                    ..Default::default()
+                },
                 Method::FullNat => Translation {
                     outer_src: Some(c.vaddr),
                     outer_dst: Some(c.caddr),
@@ -409,7 +572,10 @@ impl Pipeline {
 
     fn hop(&mut self, dst: Addr) -> Step<Hop> {
         self.snap.hop(dst).map_err(|r| {
-            if r == DropReason::NoNeighbour && self.unresolved.len() < MAX_PENDING_RESOLVE && !self.unresolved.contains(&dst) {
+            if r == DropReason::NoNeighbour
+                && self.unresolved.len() < MAX_PENDING_RESOLVE
+                && !self.unresolved.contains(&dst)
+            {
                 self.unresolved.push(dst);
             }
             drop(r)
@@ -423,5 +589,9 @@ fn drop(r: DropReason) -> Verdict {
 
 /// A routed packet needs a TTL left after the decrement.
 fn check_ttl(p: &Parsed) -> Step<()> {
-    if p.ttl <= 1 { Err(drop(DropReason::TtlExceeded)) } else { Ok(()) }
+    if p.ttl <= 1 {
+        Err(drop(DropReason::TtlExceeded))
+    } else {
+        Ok(())
+    }
 }

@@ -41,7 +41,12 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
-        writeln!(f, "frames in      {:>10}   ({:.3} s of capture)", s.rx, self.duration.as_secs_f64())?;
+        writeln!(
+            f,
+            "frames in      {:>10}   ({:.3} s of capture)",
+            s.rx,
+            self.duration.as_secs_f64()
+        )?;
         writeln!(f, "forwarded      {:>10}", s.forwarded)?;
         for (name, n) in &self.per_port {
             writeln!(f, "  out {name:<10} {n:>10}")?;
@@ -52,8 +57,16 @@ impl fmt::Display for Summary {
         for (r, n) in s.drops() {
             writeln!(f, "  {:<20} {n:>10}", r.label())?;
         }
-        writeln!(f, "connections    {:>10} created, {} in the table at the end", s.conns, self.conns_at_end)?;
-        writeln!(f, "neighbours     {:>10} learnt from the capture", self.neighbours_learnt)?;
+        writeln!(
+            f,
+            "connections    {:>10} created, {} in the table at the end",
+            s.conns, self.conns_at_end
+        )?;
+        writeln!(
+            f,
+            "neighbours     {:>10} learnt from the capture",
+            self.neighbours_learnt
+        )?;
         for (name, mac) in &self.synthetic_macs {
             writeln!(f, "note: interface {name} has no mac in the config; used {mac}")?;
         }
@@ -120,24 +133,52 @@ impl Offline {
         let published = Arc::new(Published::from_pointee(snap));
         let counters = Arc::new(DestCounters::default());
         let table = Arc::new(ConnTable::new(
-            TableConfig { max_conns: cfg.conn.max_conns, shards: cfg.conn.shards, timeouts: cfg.conn.timeouts },
+            TableConfig {
+                max_conns: cfg.conn.max_conns,
+                shards: cfg.conn.shards,
+                timeouts: cfg.conn.timeouts,
+            },
             counters.clone(),
         ));
         let pipeline = Pipeline::new(published.clone(), table.clone(), counters);
-        Ok(Offline { pipeline, table, published, ports, ids })
+        Ok(Offline {
+            pipeline,
+            table,
+            published,
+            ports,
+            ids,
+        })
     }
 }
 
 impl<'c> Replayer<'c> {
     fn new(cfg: &'c Config) -> Result<Replayer<'c>, ReplayError> {
-        let Offline { pipeline, table, published, ports, ids } = Offline::new(cfg, &[])?;
-        Ok(Replayer { cfg, ports, ids, published, pipeline, table, known: HashSet::new(), learnt: Vec::new(), generation: 1 })
+        let Offline {
+            pipeline,
+            table,
+            published,
+            ports,
+            ids,
+        } = Offline::new(cfg, &[])?;
+        Ok(Replayer {
+            cfg,
+            ports,
+            ids,
+            published,
+            pipeline,
+            table,
+            known: HashSet::new(),
+            learnt: Vec::new(),
+            generation: 1,
+        })
     }
 
     /// Learns the frame's source MAC as the neighbour owning its source address, if that address is
     /// on one of the ports' own subnets; publishes a new snapshot when something new was learnt.
     fn learn(&mut self, frame: &[u8]) {
-        let Ok(eth) = ethernet::Frame::new_checked(frame) else { return };
+        let Ok(eth) = ethernet::Frame::new_checked(frame) else {
+            return;
+        };
         if eth.vlan_id().is_some() {
             return;
         }
@@ -148,14 +189,25 @@ impl<'c> Replayer<'c> {
             _ => None,
         };
         let Some(src) = src else { return };
-        let Some(port) = self.ports.iter().position(|p| p.addrs.iter().any(|pf| pf.contains(src.to_ip()))) else {
+        let Some(port) = self
+            .ports
+            .iter()
+            .position(|p| p.addrs.iter().any(|pf| pf.contains(src.to_ip())))
+        else {
             return;
         };
         let port = port as u16;
         if self.known.insert((port, src)) {
             self.learnt.push((port, src, eth.src_addr()));
             self.generation += 1;
-            let snap = ServiceTable::build(self.cfg, self.ports.clone(), &[], &self.learnt, &mut self.ids, self.generation);
+            let snap = ServiceTable::build(
+                self.cfg,
+                self.ports.clone(),
+                &[],
+                &self.learnt,
+                &mut self.ids,
+                self.generation,
+            );
             self.published.store(Arc::new(snap));
             self.pipeline.refresh();
         }
@@ -205,7 +257,9 @@ pub fn replay(cfg: &Config, input: &Path, output: &Path) -> Result<Summary, Repl
                 *c += 1;
             }
             let data = frame.bytes();
-            writer.write_packet(&PcapPacket::new(pkt.timestamp, data.len() as u32, data)).map_err(|e| wr(&e))?;
+            writer
+                .write_packet(&PcapPacket::new(pkt.timestamp, data.len() as u32, data))
+                .map_err(|e| wr(&e))?;
         }
         n += 1;
         if n % 64 == 0 {
@@ -235,7 +289,9 @@ pub fn replay(cfg: &Config, input: &Path, output: &Path) -> Result<Summary, Repl
 /// a transmitted frame lies inside its buffer, is at least an Ethernet header long, goes to a port
 /// that exists, and grows by at most a tunnel header.
 pub fn exercise(d: &mut Offline, data: &[u8]) {
-    let Some((&port, mut rest)) = data.split_first() else { return };
+    let Some((&port, mut rest)) = data.split_first() else {
+        return;
+    };
     let in_port = u16::from(port) % d.ports.len() as u16;
     let now = Instant::now();
     let mut buf = vec![0u8; HEADROOM + 4096];
@@ -249,12 +305,20 @@ pub fn exercise(d: &mut Offline, data: &[u8]) {
         let mut frame = Frame::new(&mut buf, HEADROOM, len);
         let v = d.pipeline.process(&mut frame, in_port, now + Duration::from_millis(i));
         if let Verdict::Forward { port } = v {
-            assert!(usize::from(port) < d.ports.len(), "forward to port {port} of {}", d.ports.len());
+            assert!(
+                usize::from(port) < d.ports.len(),
+                "forward to port {port} of {}",
+                d.ports.len()
+            );
         }
         if matches!(v, Verdict::Forward { .. } | Verdict::Reply) {
             assert!(frame.start + frame.len <= frame.buf.len(), "frame outside its buffer");
             assert!(frame.len >= 14, "frame shorter than Ethernet");
-            assert!(frame.len <= len + crate::xmit::tun::OVERHEAD, "frame grew by {} bytes", frame.len - len);
+            assert!(
+                frame.len <= len + crate::xmit::tun::OVERHEAD,
+                "frame grew by {} bytes",
+                frame.len - len
+            );
         }
     }
 }

@@ -106,11 +106,17 @@ fn kernel_view(rtnl: &mut Rtnl, cfg: &Config) -> Result<KernelView, RunError> {
     let mut ifindex = Vec::new();
     let mut ports = Vec::new();
     for ifc in &cfg.interfaces {
-        let link = links.iter().find(|l| l.name == ifc.name).ok_or_else(|| RunError::NoInterface(ifc.name.clone()))?;
+        let link = links
+            .iter()
+            .find(|l| l.name == ifc.name)
+            .ok_or_else(|| RunError::NoInterface(ifc.name.clone()))?;
         ifindex.push(link.ifindex);
         let mut prefixes = ifc.addrs.clone();
         for a in addrs.iter().filter(|a| a.ifindex == link.ifindex) {
-            let p = Prefix { addr: a.addr, len: a.prefix_len };
+            let p = Prefix {
+                addr: a.addr,
+                len: a.prefix_len,
+            };
             if !prefixes.contains(&p) {
                 prefixes.push(p);
             }
@@ -220,12 +226,23 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut view = kernel_view(&mut rtnl, &cfg)?;
     let mut ids = DestIds::default();
     let mut generation = 1;
-    let snap = ServiceTable::build(&cfg, view.ports.clone(), &view.routes, &view.neigh, &mut ids, generation);
+    let snap = ServiceTable::build(
+        &cfg,
+        view.ports.clone(),
+        &view.routes,
+        &view.neigh,
+        &mut ids,
+        generation,
+    );
     let (svcs, laddrs, nat) = snap.filter();
     let published = Arc::new(Published::from_pointee(snap));
     let counters = Arc::new(DestCounters::default());
     let table = Arc::new(ConnTable::new(
-        TableConfig { max_conns: cfg.conn.max_conns, shards: cfg.conn.shards, timeouts: cfg.conn.timeouts },
+        TableConfig {
+            max_conns: cfg.conn.max_conns,
+            shards: cfg.conn.shards,
+            timeouts: cfg.conn.timeouts,
+        },
         counters.clone(),
     ));
 
@@ -234,7 +251,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut workers = Workers::start_filtered(&iocfg, (&svcs, &laddrs, &nat), |_| {
         let report = Arc::new(Mutex::new(Report::default()));
         reports.push(report.clone());
-        Worker { pipeline: Pipeline::new(published.clone(), table.clone(), counters.clone()), report, last: Instant::now() }
+        Worker {
+            pipeline: Pipeline::new(published.clone(), table.clone(), counters.clone()),
+            report,
+            last: Instant::now(),
+        }
     })
     .map_err(RunError::Io)?;
     let kind = match workers.kind() {
@@ -268,7 +289,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         if hup.swap(false, Ordering::Relaxed) {
             match load(opts.config.as_deref()) {
                 Err(e) => eprintln!("xvs: reload refused, the running configuration stays:\n{e}"),
-                Ok(new) if new.interfaces.iter().map(|i| &i.name).ne(cfg.interfaces.iter().map(|i| &i.name)) => {
+                Ok(new)
+                    if new
+                        .interfaces
+                        .iter()
+                        .map(|i| &i.name)
+                        .ne(cfg.interfaces.iter().map(|i| &i.name)) =>
+                {
                     eprintln!("xvs: reload refused: the interfaces changed, which needs a restart")
                 }
                 Ok(new) => {
@@ -300,7 +327,14 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         if rebuild {
             generation += 1;
-            let snap = ServiceTable::build(&cfg, view.ports.clone(), &view.routes, &view.neigh, &mut ids, generation);
+            let snap = ServiceTable::build(
+                &cfg,
+                view.ports.clone(),
+                &view.routes,
+                &view.neigh,
+                &mut ids,
+                generation,
+            );
             let (s, l, n) = snap.filter();
             published.store(Arc::new(snap));
             if let Err(e) = workers.set_filter(&s, &l, &n) {

@@ -51,7 +51,10 @@ pub struct Port {
 impl Port {
     /// The port's first address of the family of `like`, used as the source of tunnels and ICMP errors.
     pub fn addr_like(&self, like: Addr) -> Option<Addr> {
-        self.addrs.iter().map(|p| Addr::from(p.addr)).find(|a| a.is_v4() == like.is_v4())
+        self.addrs
+            .iter()
+            .map(|p| Addr::from(p.addr))
+            .find(|a| a.is_v4() == like.is_v4())
     }
 }
 
@@ -85,7 +88,11 @@ fn bits(a: Addr) -> u128 {
 }
 
 fn mask_of(len: u8) -> u128 {
-    if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) }
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len.min(128)))
+    }
 }
 
 impl Fib {
@@ -94,7 +101,13 @@ impl Fib {
         let a = Addr::from(prefix.addr);
         let len = if a.is_v4() { prefix.len + 96 } else { prefix.len };
         let mask = mask_of(len);
-        self.routes.push(FibRoute { net: bits(a) & mask, mask, len, port, via: via.map(Addr::from) });
+        self.routes.push(FibRoute {
+            net: bits(a) & mask,
+            mask,
+            len,
+            port,
+            via: via.map(Addr::from),
+        });
         // Longest prefix first; among equals, the earliest added wins (stable sort).
         self.routes.sort_by(|x, y| y.len.cmp(&x.len));
     }
@@ -106,7 +119,10 @@ impl Fib {
     /// The egress port and next-hop address for `dst`.
     pub fn route(&self, dst: Addr) -> Option<(u16, Addr)> {
         let d = bits(dst);
-        self.routes.iter().find(|r| d & r.mask == r.net).map(|r| (r.port, r.via.unwrap_or(dst)))
+        self.routes
+            .iter()
+            .find(|r| d & r.mask == r.net)
+            .map(|r| (r.port, r.via.unwrap_or(dst)))
     }
 
     pub fn neighbour(&self, port: u16, addr: Addr) -> Option<Mac> {
@@ -200,19 +216,32 @@ impl ServiceTable {
             generation,
         };
         for vs in &cfg.services {
-            let key = SvcKey { proto: vs.proto, addr: Addr::from(vs.vip), port: vs.port };
+            let key = SvcKey {
+                proto: vs.proto,
+                addr: Addr::from(vs.vip),
+                port: vs.port,
+            };
             let dests: Vec<Dest> = vs
                 .real_servers
                 .iter()
                 .map(|rs| {
                     let addr = Addr::from(rs.addr);
-                    Dest { id: ids.id(key, addr, rs.port), addr, port: rs.port, weight: rs.weight }
+                    Dest {
+                        id: ids.id(key, addr, rs.port),
+                        addr,
+                        port: rs.port,
+                        weight: rs.weight,
+                    }
                 })
                 .collect();
             for d in &dests {
                 t.live_dests.insert(d.id);
                 if vs.method == crate::types::Method::Nat {
-                    t.nat_dests.insert(SvcKey { proto: vs.proto, addr: d.addr, port: d.port });
+                    t.nat_dests.insert(SvcKey {
+                        proto: vs.proto,
+                        addr: d.addr,
+                        port: d.port,
+                    });
                 }
             }
             let hops = dests.iter().map(|d| t.hop(d.addr)).collect();
@@ -272,7 +301,11 @@ impl ServiceTable {
 
     /// Every (proto, VIP, port), local address and NAT real server: what the XDP program must steal.
     pub fn filter(&self) -> (Vec<(Proto, Addr, u16)>, Vec<Addr>, Vec<(Proto, Addr, u16)>) {
-        let svcs = self.services.iter().map(|s| (s.key.proto, s.key.addr, s.key.port)).collect();
+        let svcs = self
+            .services
+            .iter()
+            .map(|s| (s.key.proto, s.key.addr, s.key.port))
+            .collect();
         let mut laddrs: Vec<Addr> = self.laddrs.iter().copied().collect();
         laddrs.sort();
         let mut nat: Vec<_> = self.nat_dests.iter().map(|k| (k.proto, k.addr, k.port)).collect();
@@ -307,7 +340,11 @@ mod tests {
     #[test]
     fn dest_ids_are_stable() {
         let mut ids = DestIds::default();
-        let k = SvcKey { proto: Proto::Tcp, addr: a("198.18.0.10"), port: 80 };
+        let k = SvcKey {
+            proto: Proto::Tcp,
+            addr: a("198.18.0.10"),
+            port: 80,
+        };
         let x = ids.id(k, a("198.18.2.11"), 80);
         let y = ids.id(k, a("198.18.2.12"), 80);
         assert_ne!(x, y);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use etherparse::{
-    Ethernet2Header, EtherType, IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
 };
 use xvs::config;
 use xvs::pipeline::{Frame, HEADROOM, Verdict};
@@ -52,7 +52,17 @@ enum Seg {
 const PAYLOAD: &[u8] = b"xvs golden payload";
 
 /// A whole Ethernet frame built by etherparse.
-fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], ip: Ip, ttl: u8, p: P, sport: u16, dport: u16, seg: Seg, payload: &[u8]) -> Vec<u8> {
+fn frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    ip: Ip,
+    ttl: u8,
+    p: P,
+    sport: u16,
+    dport: u16,
+    seg: Seg,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac, dst_mac);
     let b = match ip {
         Ip::V4(s, d) => b.ipv4(s, d, ttl),
@@ -113,18 +123,22 @@ fn assert_checksums(frame: &[u8]) {
         Some(TransportSlice::Tcp(t)) => {
             let h = t.to_header();
             let want = if v4 {
-                h.calc_checksum_ipv4_raw(src.try_into().unwrap(), dst.try_into().unwrap(), t.payload()).unwrap()
+                h.calc_checksum_ipv4_raw(src.try_into().unwrap(), dst.try_into().unwrap(), t.payload())
+                    .unwrap()
             } else {
-                h.calc_checksum_ipv6_raw(src.try_into().unwrap(), dst.try_into().unwrap(), t.payload()).unwrap()
+                h.calc_checksum_ipv6_raw(src.try_into().unwrap(), dst.try_into().unwrap(), t.payload())
+                    .unwrap()
             };
             assert_eq!(h.checksum, want, "TCP checksum");
         }
         Some(TransportSlice::Udp(u)) => {
             let h = u.to_header();
             let want = if v4 {
-                h.calc_checksum_ipv4_raw(src.try_into().unwrap(), dst.try_into().unwrap(), u.payload()).unwrap()
+                h.calc_checksum_ipv4_raw(src.try_into().unwrap(), dst.try_into().unwrap(), u.payload())
+                    .unwrap()
             } else {
-                h.calc_checksum_ipv6_raw(src.try_into().unwrap(), dst.try_into().unwrap(), u.payload()).unwrap()
+                h.calc_checksum_ipv6_raw(src.try_into().unwrap(), dst.try_into().unwrap(), u.payload())
+                    .unwrap()
             };
             assert_eq!(h.checksum, want, "UDP checksum");
         }
@@ -153,13 +167,69 @@ fn cases() -> Vec<Case> {
     for p in [P::Tcp, P::Udp] {
         let (vport, nat_rport) = if p == P::Tcp { (80, 8080) } else { (7, 7007) };
         out.extend([
-            Case { name: "NAT v4", p, client: Ip::V4(CIP4, vip4(10)), to_rs: Ip::V4(CIP4, RIP4), vport, rport: nat_rport, method: "NAT" },
-            Case { name: "FULLNAT v4", p, client: Ip::V4(CIP4, vip4(11)), to_rs: Ip::V4(LIP4, RIP4), vport, rport: nat_rport, method: "FULLNAT" },
-            Case { name: "DR v4", p, client: Ip::V4(CIP4, vip4(12)), to_rs: Ip::V4(CIP4, vip4(12)), vport, rport: vport, method: "DR" },
-            Case { name: "TUN v4", p, client: Ip::V4(CIP4, vip4(13)), to_rs: Ip::V4(CIP4, vip4(13)), vport, rport: vport, method: "TUN" },
-            Case { name: "NAT v6", p, client: Ip::V6(cip6, vip6(0x10)), to_rs: Ip::V6(cip6, rip6), vport, rport: nat_rport, method: "NAT" },
-            Case { name: "FULLNAT v6", p, client: Ip::V6(cip6, vip6(0x11)), to_rs: Ip::V6(lip6, rip6), vport, rport: nat_rport, method: "FULLNAT" },
-            Case { name: "DR v6", p, client: Ip::V6(cip6, vip6(0x12)), to_rs: Ip::V6(cip6, vip6(0x12)), vport, rport: vport, method: "DR" },
+            Case {
+                name: "NAT v4",
+                p,
+                client: Ip::V4(CIP4, vip4(10)),
+                to_rs: Ip::V4(CIP4, RIP4),
+                vport,
+                rport: nat_rport,
+                method: "NAT",
+            },
+            Case {
+                name: "FULLNAT v4",
+                p,
+                client: Ip::V4(CIP4, vip4(11)),
+                to_rs: Ip::V4(LIP4, RIP4),
+                vport,
+                rport: nat_rport,
+                method: "FULLNAT",
+            },
+            Case {
+                name: "DR v4",
+                p,
+                client: Ip::V4(CIP4, vip4(12)),
+                to_rs: Ip::V4(CIP4, vip4(12)),
+                vport,
+                rport: vport,
+                method: "DR",
+            },
+            Case {
+                name: "TUN v4",
+                p,
+                client: Ip::V4(CIP4, vip4(13)),
+                to_rs: Ip::V4(CIP4, vip4(13)),
+                vport,
+                rport: vport,
+                method: "TUN",
+            },
+            Case {
+                name: "NAT v6",
+                p,
+                client: Ip::V6(cip6, vip6(0x10)),
+                to_rs: Ip::V6(cip6, rip6),
+                vport,
+                rport: nat_rport,
+                method: "NAT",
+            },
+            Case {
+                name: "FULLNAT v6",
+                p,
+                client: Ip::V6(cip6, vip6(0x11)),
+                to_rs: Ip::V6(lip6, rip6),
+                vport,
+                rport: nat_rport,
+                method: "FULLNAT",
+            },
+            Case {
+                name: "DR v6",
+                p,
+                client: Ip::V6(cip6, vip6(0x12)),
+                to_rs: Ip::V6(cip6, vip6(0x12)),
+                vport,
+                rport: vport,
+                method: "DR",
+            },
         ]);
     }
     out
@@ -201,7 +271,13 @@ fn every_method_protocol_direction_and_family() {
                 outer.identification = 0;
                 outer.header_checksum = outer.calc_header_checksum();
                 let mut e = Vec::new();
-                Ethernet2Header { source: LB1, destination: RS, ether_type: EtherType::IPV4 }.write(&mut e).unwrap();
+                Ethernet2Header {
+                    source: LB1,
+                    destination: RS,
+                    ether_type: EtherType::IPV4,
+                }
+                .write(&mut e)
+                .unwrap();
                 outer.write(&mut e).unwrap();
                 e.extend_from_slice(inner);
                 e
@@ -210,7 +286,11 @@ fn every_method_protocol_direction_and_family() {
         };
         assert_eq!(out, expected, "{ctx}: inbound frame");
         if c.method == "TUN" {
-            assert_checksums(&out[20..]);
+            // The inner packet, given an Ethernet header of its own, is the client's packet intact.
+            let mut inner = out[..12].to_vec();
+            inner.extend_from_slice(&[0x08, 0x00]);
+            inner.extend_from_slice(&out[34..]);
+            assert_checksums(&inner);
             continue;
         }
         assert_checksums(&out);
@@ -225,7 +305,17 @@ fn every_method_protocol_direction_and_family() {
         if c.method == "NAT" || c.method == "FULLNAT" {
             let rs_src_port = c.rport;
             let rs_dst_port = sport_of(&out);
-            let reply = frame(RS, LB1, swap(c.to_rs), 64, c.p, rs_src_port, rs_dst_port, Seg::SynAck, b"reply");
+            let reply = frame(
+                RS,
+                LB1,
+                swap(c.to_rs),
+                64,
+                c.p,
+                rs_src_port,
+                rs_dst_port,
+                Seg::SynAck,
+                b"reply",
+            );
             let (v, back) = run(&mut d, &reply, 1, now + Duration::from_millis(2));
             assert_eq!(v, Verdict::Forward { port: 0 }, "{ctx}: outbound verdict");
             let expected = frame(LB0, CLI, swap(c.client), 63, c.p, c.vport, CPORT, Seg::SynAck, b"reply");
@@ -238,7 +328,17 @@ fn every_method_protocol_direction_and_family() {
 #[test]
 fn non_syn_without_connection_is_dropped_and_counted() {
     let mut d = director();
-    let input = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Tcp, CPORT, 80, Seg::Ack, b"");
+    let input = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 10]),
+        64,
+        P::Tcp,
+        CPORT,
+        80,
+        Seg::Ack,
+        b"",
+    );
     let (v, _) = run(&mut d, &input, 0, Instant::now());
     assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
     assert_eq!(d.pipeline.stats.dropped[DropReason::NoConnection as usize], 1);
@@ -247,8 +347,21 @@ fn non_syn_without_connection_is_dropped_and_counted() {
 #[test]
 fn ttl_one_is_not_routed() {
     let mut d = director();
-    let input = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 1, P::Udp, CPORT, 7, Seg::Syn, b"x");
-    assert_eq!(run(&mut d, &input, 0, Instant::now()).0, Verdict::Drop(DropReason::TtlExceeded));
+    let input = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 10]),
+        1,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        b"x",
+    );
+    assert_eq!(
+        run(&mut d, &input, 0, Instant::now()).0,
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
 }
 
 #[test]
@@ -256,11 +369,25 @@ fn not_ours_goes_to_the_kernel() {
     let mut d = director();
     let now = Instant::now();
     // A port of the VIP that is not a service (SSH to the director's VIP).
-    let ssh = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Tcp, CPORT, 22, Seg::Syn, b"");
+    let ssh = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 10]),
+        64,
+        P::Tcp,
+        CPORT,
+        22,
+        Seg::Syn,
+        b"",
+    );
     assert_eq!(run(&mut d, &ssh, 0, now).0, Verdict::PassToKernel);
     // Ping to the VIP.
     let mut ping = Vec::new();
-    PacketBuilder::ethernet2(CLI, LB0).ipv4(CIP4, [198, 18, 0, 10], 64).icmpv4_echo_request(1, 1).write(&mut ping, b"ping").unwrap();
+    PacketBuilder::ethernet2(CLI, LB0)
+        .ipv4(CIP4, [198, 18, 0, 10], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, b"ping")
+        .unwrap();
     assert_eq!(run(&mut d, &ping, 0, now).0, Verdict::PassToKernel);
     // ARP.
     let mut arp = vec![0xff; 6];
@@ -278,28 +405,67 @@ fn not_ours_goes_to_the_kernel() {
 fn truncated_frames_are_dropped_never_panic() {
     let mut d = director();
     let now = Instant::now();
-    let full = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Tcp, CPORT, 80, Seg::Syn, PAYLOAD);
+    let full = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 10]),
+        64,
+        P::Tcp,
+        CPORT,
+        80,
+        Seg::Syn,
+        PAYLOAD,
+    );
     for len in 0..full.len() {
         let (v, _) = run(&mut d, &full[..len], 0, now);
-        assert!(matches!(v, Verdict::Drop(_) | Verdict::PassToKernel), "len {len}: {v:?}");
+        assert!(
+            matches!(v, Verdict::Drop(_) | Verdict::PassToKernel),
+            "len {len}: {v:?}"
+        );
     }
-    let full6 = frame(CLI, LB0, Ip::V6(v6("2001:2:0:1::2"), v6("2001:2::10")), 64, P::Udp, CPORT, 7, Seg::Syn, PAYLOAD);
+    let full6 = frame(
+        CLI,
+        LB0,
+        Ip::V6(v6("2001:2:0:1::2"), v6("2001:2::10")),
+        64,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        PAYLOAD,
+    );
     for len in 0..full6.len() {
         let (v, _) = run(&mut d, &full6[..len], 0, now);
-        assert!(matches!(v, Verdict::Drop(_) | Verdict::PassToKernel), "v6 len {len}: {v:?}");
+        assert!(
+            matches!(v, Verdict::Drop(_) | Verdict::PassToKernel),
+            "v6 len {len}: {v:?}"
+        );
     }
 }
 
 #[test]
 fn fragments_for_a_vip_are_dropped() {
     let mut d = director();
-    let mut f = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 10]), 64, P::Udp, CPORT, 7, Seg::Syn, PAYLOAD);
+    let mut f = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 10]),
+        64,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        PAYLOAD,
+    );
     // Set More Fragments and fix the header checksum.
     f[14 + 6] |= 0x20;
     let mut h = Ipv4Header::from_slice(&f[14..]).unwrap().0;
     h.header_checksum = h.calc_header_checksum();
     f[14..34].copy_from_slice(&h.to_bytes());
-    assert_eq!(run(&mut d, &f, 0, Instant::now()).0, Verdict::Drop(DropReason::Fragment));
+    assert_eq!(
+        run(&mut d, &f, 0, Instant::now()).0,
+        Verdict::Drop(DropReason::Fragment)
+    );
 }
 
 #[test]
@@ -307,21 +473,37 @@ fn tun_too_big_with_df_gets_fragmentation_needed() {
     let mut d = director();
     // 1500-byte IP packet with DF (etherparse sets DF): 20 more bytes do not fit a 1500 MTU.
     let payload = vec![0x5a; 1500 - 20 - 8];
-    let input = frame(CLI, LB0, Ip::V4(CIP4, [198, 18, 0, 13]), 64, P::Udp, CPORT, 7, Seg::Syn, &payload);
+    let input = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 13]),
+        64,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        &payload,
+    );
     assert!(Ipv4Header::from_slice(&input[14..]).unwrap().0.dont_fragment);
     let (v, out) = run(&mut d, &input, 0, Instant::now());
     assert_eq!(v, Verdict::Reply);
     let s = SlicedPacket::from_ethernet(&out).unwrap();
-    let eth = s.link.as_ref().unwrap().to_header().unwrap();
+    let eth = Ethernet2Header::from_slice(&out).unwrap().0;
     assert_eq!((eth.source, eth.destination), (LB0, CLI));
-    let Some(NetSlice::Ipv4(ip)) = &s.net else { panic!("not IPv4") };
+    let Some(NetSlice::Ipv4(ip)) = &s.net else {
+        panic!("not IPv4")
+    };
     assert_eq!(ip.header().destination(), CIP4);
     assert_eq!(ip.header().source(), [198, 18, 1, 1]);
-    let Some(TransportSlice::Icmpv4(icmp)) = &s.transport else { panic!("not ICMP: {:?}", s.transport) };
+    let Some(TransportSlice::Icmpv4(icmp)) = &s.transport else {
+        panic!("not ICMP: {:?}", s.transport)
+    };
     use etherparse::icmpv4::DestUnreachableHeader;
     assert_eq!(
         icmp.icmp_type(),
-        etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1480 })
+        etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1480
+        })
     );
     let h = icmp.header();
     assert_eq!(h.checksum, h.icmp_type.calc_checksum(icmp.payload()));
@@ -344,7 +526,9 @@ fn icmp_port_unreachable_from_a_nat_real_server() {
     let mut err = Vec::new();
     PacketBuilder::ethernet2(RS, LB1)
         .ipv4(RIP4, CIP4, 64)
-        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port))
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::Port,
+        ))
         .write(&mut err, &quote)
         .unwrap();
     let (v, out) = run(&mut d, &err, 1, now);
@@ -354,7 +538,9 @@ fn icmp_port_unreachable_from_a_nat_real_server() {
     let mut expected = Vec::new();
     PacketBuilder::ethernet2(LB0, CLI)
         .ipv4(vip, CIP4, 63)
-        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port))
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::Port,
+        ))
         .write(&mut expected, &orig_quote)
         .unwrap();
     // The quoted header's TTL is the one the real server saw (63), the rest is the client's packet.
@@ -366,7 +552,9 @@ fn icmp_port_unreachable_from_a_nat_real_server() {
     let mut expected = Vec::new();
     PacketBuilder::ethernet2(LB0, CLI)
         .ipv4(vip, CIP4, 63)
-        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port))
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::Port,
+        ))
         .write(&mut expected, &q)
         .unwrap();
     assert_eq!(out, expected);
@@ -386,15 +574,21 @@ fn icmpv6_port_unreachable_from_a_fullnat_real_server() {
     let mut err = Vec::new();
     PacketBuilder::ethernet2(RS, LB1)
         .ipv6(rip, lip, 64)
-        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port))
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+            DestUnreachableCode::Port,
+        ))
         .write(&mut err, &quote)
         .unwrap();
     let (v, out) = run(&mut d, &err, 1, now);
     assert_eq!(v, Verdict::Forward { port: 0 });
     let s = SlicedPacket::from_ethernet(&out).unwrap();
-    let Some(NetSlice::Ipv6(ip)) = &s.net else { panic!("not IPv6") };
+    let Some(NetSlice::Ipv6(ip)) = &s.net else {
+        panic!("not IPv6")
+    };
     assert_eq!((ip.header().source(), ip.header().destination()), (vip, cip));
-    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else { panic!("not ICMPv6") };
+    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else {
+        panic!("not ICMPv6")
+    };
     let h = icmp.header();
     assert_eq!(h.checksum, h.icmp_type.calc_checksum(vip, cip, icmp.payload()).unwrap());
     // Quoted: client -> VIP with the client's ports, as the client sent it (hop limit aside).

@@ -1,1 +1,589 @@
-//! (being written)
+//! The connection table (IPVS's `ip_vs_conn`): one table split into shards, each behind its own
+//! short lock, indexed by both directions of every connection.
+//!
+//! **Both directions in one shard.** An inbound packet (client to VIP) picks its shard from its
+//! source endpoint, an outbound one (real server to ...) from its destination endpoint. Under NAT
+//! both are the client endpoint. Under FULLNAT the outbound destination is the local address and
+//! port, and the pool hands out only ports whose (laddr, lport) hashes to the client's shard, so a
+//! lookup in either direction takes exactly one lock and any worker can serve any packet.
+//!
+//! **Compact.** A shard holds a slab of [`Conn`] entries and one `hashbrown::HashTable<u32>` with two
+//! slot numbers per connection (inbound and outbound key, told apart by the top bit); key equality
+//! is checked against the slab entry. Both the shard choice and the index use `ahash` with random
+//! keys per table: client tuples are chosen by attackers, and keyed hashing keeps them from
+//! aiming at one shard or one probe chain.
+
+mod state;
+
+pub use state::{TcpState, Way};
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
+
+use crate::types::{Addr, DestCounters, Method, Proto, Timeouts};
+
+/// Which way a packet goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// From the client to the VIP.
+    In,
+    /// From the real server back.
+    Out,
+}
+
+/// A packet's 5-tuple as seen on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub proto: Proto,
+    pub src: Addr,
+    pub sport: u16,
+    pub dst: Addr,
+    pub dport: u16,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TableConfig {
+    pub max_conns: usize,
+    /// A power of two.
+    pub shards: usize,
+    pub timeouts: Timeouts,
+}
+
+/// What the pipeline decided for a new connection.
+#[derive(Clone, Copy, Debug)]
+pub struct NewConn {
+    pub proto: Proto,
+    pub method: Method,
+    pub caddr: Addr,
+    pub cport: u16,
+    pub vaddr: Addr,
+    pub vport: u16,
+    pub daddr: Addr,
+    pub dport: u16,
+    pub dest_id: u32,
+    /// Created from a persistence template keyed by the client address with this prefix length.
+    pub persist_prefix: Option<u8>,
+}
+
+/// Why a connection could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// The table is at its size limit.
+    Full,
+    /// No free local port in the FULLNAT pool.
+    LaddrExhausted,
+}
+
+/// One connection: the client, virtual, real-server and (FULLNAT) local endpoints, its state and
+/// its timer. `Copy` and plain data, so that it can be serialised for synchronisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub caddr: Addr,
+    pub vaddr: Addr,
+    pub daddr: Addr,
+    pub laddr: Addr,
+    pub cport: u16,
+    pub vport: u16,
+    pub dport: u16,
+    pub lport: u16,
+    pub dest_id: u32,
+    pub proto: Proto,
+    pub method: Method,
+    pub state: TcpState,
+    /// Persistence prefix + 1, or 0 when no template controls this connection.
+    persist: u8,
+    /// Expiry, nanoseconds after the table's epoch.
+    expires: u64,
+}
+
+impl Conn {
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    fn in_matches(&self, t: &Tuple) -> bool {
+        self.proto == t.proto
+            && self.cport == t.sport
+            && self.vport == t.dport
+            && self.caddr == t.src
+            && self.vaddr == t.dst
+    }
+
+    fn out_matches(&self, t: &Tuple) -> bool {
+        let (a, p) = self.out_dst();
+        self.proto == t.proto && self.dport == t.sport && p == t.dport && self.daddr == t.src && a == t.dst
+    }
+
+    /// Where the real server's packets go: the local endpoint under FULLNAT, the client otherwise.
+    fn out_dst(&self) -> (Addr, u16) {
+        if self.method == Method::FullNat {
+            (self.laddr, self.lport)
+        } else {
+            (self.caddr, self.cport)
+        }
+    }
+
+    fn in_tuple(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: self.caddr,
+            sport: self.cport,
+            dst: self.vaddr,
+            dport: self.vport,
+        }
+    }
+
+    fn out_tuple(&self) -> Tuple {
+        let (a, p) = self.out_dst();
+        Tuple {
+            proto: self.proto,
+            src: self.daddr,
+            sport: self.dport,
+            dst: a,
+            dport: p,
+        }
+    }
+
+    fn way(&self, dir: Dir) -> Way {
+        match (dir, self.method.two_way()) {
+            (Dir::Out, _) => Way::Output,
+            (Dir::In, true) => Way::Input,
+            (Dir::In, false) => Way::InputOnly,
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.state == TcpState::Established
+    }
+}
+
+const OUT_BIT: u32 = 1 << 31;
+/// The expiry cursor counts slots: shard `i` owns cursor values `i * STRIDE ..`.
+const STRIDE: usize = 1 << 32;
+/// FULLNAT local ports come from this range.
+const LPORT_MIN: u16 = 1024;
+
+/// A persistence template (IPVS `IP_VS_CONN_F_TEMPLATE`): where a client (masked) was sent.
+#[derive(Clone, Copy, Debug)]
+struct Template {
+    dest_id: u32,
+    daddr: Addr,
+    dport: u16,
+    timeout: Duration,
+    expires: u64,
+    /// Connections created from it and still alive (IPVS `n_control`): it never expires while > 0.
+    controls: u32,
+}
+
+type TemplateKey = (Proto, Addr, Addr, u16);
+
+#[derive(Default)]
+struct Shard {
+    slab: Vec<Option<Conn>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    len: usize,
+    /// Free local ports of this shard, per (protocol, local address).
+    ports: HashMap<(Proto, Addr), Vec<u16>>,
+    templates: HashMap<TemplateKey, Template>,
+}
+
+/// The sharded connection table, shared by all workers.
+pub struct ConnTable {
+    shards: Box<[Mutex<Shard>]>,
+    mask: usize,
+    per_shard: usize,
+    timeouts: Timeouts,
+    hasher: ahash::RandomState,
+    counters: Arc<DestCounters>,
+    epoch: Instant,
+    cursor: AtomicUsize,
+}
+
+impl ConnTable {
+    pub fn new(cfg: TableConfig, counters: Arc<DestCounters>) -> ConnTable {
+        let n = cfg.shards.max(1).next_power_of_two();
+        ConnTable {
+            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
+            mask: n - 1,
+            per_shard: cfg.max_conns.div_ceil(n).max(1),
+            timeouts: cfg.timeouts,
+            hasher: ahash::RandomState::new(),
+            counters,
+            epoch: Instant::now(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn shard_of(&self, a: &Addr, port: u16) -> usize {
+        (self.hasher.hash_one((a, port)) as usize) & self.mask
+    }
+
+    fn shard_for(&self, dir: Dir, t: &Tuple) -> usize {
+        match dir {
+            Dir::In => self.shard_of(&t.src, t.sport),
+            Dir::Out => self.shard_of(&t.dst, t.dport),
+        }
+    }
+
+    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+        // A worker that panicked while holding a shard leaves plain data behind; keep serving.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key_hash(&self, t: &Tuple) -> u64 {
+        self.hasher.hash_one(t)
+    }
+
+    /// Finds the slot of the connection `t` belongs to in `dir`.
+    fn find(&self, sh: &Shard, dir: Dir, t: &Tuple) -> Option<u32> {
+        let h = self.key_hash(t);
+        let want_out = dir == Dir::Out;
+        sh.index
+            .find(h, |&e| {
+                let out = e & OUT_BIT != 0;
+                out == want_out
+                    && match &sh.slab[(e & !OUT_BIT) as usize] {
+                        Some(c) if out => c.out_matches(t),
+                        Some(c) => c.in_matches(t),
+                        None => false,
+                    }
+            })
+            .map(|&e| e & !OUT_BIT)
+    }
+
+    /// Finds the connection of a packet, applies the packet to its state (`tcp_flags`: the TCP
+    /// flag byte, 0 for UDP), refreshes its timer and returns a copy.
+    pub fn lookup(&self, dir: Dir, t: &Tuple, tcp_flags: u8, now: Instant) -> Option<Conn> {
+        let now_ns = self.ns(now);
+        let si = self.shard_for(dir, t);
+        let mut sh = self.lock(si);
+        let slot = self.find(&sh, dir, t)?;
+        let c = sh.slab[slot as usize].as_mut()?;
+        if c.expires <= now_ns {
+            let dead = *c;
+            let tpl = self.unlink(&mut sh, slot);
+            drop(sh);
+            self.release_template(tpl, &dead);
+            return None;
+        }
+        let was_active = c.active();
+        if c.proto == Proto::Tcp {
+            c.state = c.state.next(c.way(dir), tcp_flags);
+        }
+        c.expires = now_ns + c.state.timeout(&self.timeouts).as_nanos() as u64;
+        let out = *c;
+        drop(sh);
+        if was_active != out.active() {
+            let ctr = self.counters.get(out.dest_id);
+            let (from, to) = if was_active {
+                (&ctr.active, &ctr.inactive)
+            } else {
+                (&ctr.inactive, &ctr.active)
+            };
+            from.fetch_sub(1, Ordering::Relaxed);
+            to.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(out)
+    }
+
+    /// The connection of a packet, without touching its state or timer (ICMP errors).
+    pub fn peek(&self, dir: Dir, t: &Tuple, now: Instant) -> Option<Conn> {
+        let now_ns = self.ns(now);
+        let sh = self.lock(self.shard_for(dir, t));
+        let slot = self.find(&sh, dir, t)?;
+        sh.slab[slot as usize].filter(|c| c.expires > now_ns)
+    }
+
+    /// Creates a connection in the state its first packet gives it. FULLNAT takes a local address
+    /// from `laddrs` and a port of the client's shard. If another worker created the same inbound
+    /// tuple meanwhile, that connection is returned instead.
+    pub fn insert(&self, n: &NewConn, laddrs: &[Addr], tcp_flags: u8, now: Instant) -> Result<Conn, InsertError> {
+        let now_ns = self.ns(now);
+        let tin = Tuple {
+            proto: n.proto,
+            src: n.caddr,
+            sport: n.cport,
+            dst: n.vaddr,
+            dport: n.vport,
+        };
+        let si = self.shard_of(&n.caddr, n.cport);
+        let mut sh = self.lock(si);
+        if let Some(slot) = self.find(&sh, Dir::In, &tin)
+            && let Some(c) = sh.slab[slot as usize].filter(|c| c.expires > now_ns)
+        {
+            return Ok(c);
+        }
+        if sh.len >= self.per_shard {
+            return Err(InsertError::Full);
+        }
+        let (laddr, lport) = if n.method == Method::FullNat {
+            self.take_lport(&mut sh, si, n, laddrs)
+                .ok_or(InsertError::LaddrExhausted)?
+        } else {
+            (Addr::UNSPECIFIED, 0)
+        };
+        let mut c = Conn {
+            caddr: n.caddr,
+            vaddr: n.vaddr,
+            daddr: n.daddr,
+            laddr,
+            cport: n.cport,
+            vport: n.vport,
+            dport: n.dport,
+            lport,
+            dest_id: n.dest_id,
+            proto: n.proto,
+            method: n.method,
+            state: if n.proto == Proto::Tcp {
+                TcpState::None
+            } else {
+                TcpState::Udp
+            },
+            persist: n.persist_prefix.map(|p| p + 1).unwrap_or(0),
+            expires: 0,
+        };
+        if c.proto == Proto::Tcp {
+            c.state = c.state.next(c.way(Dir::In), tcp_flags);
+        }
+        c.expires = now_ns + c.state.timeout(&self.timeouts).as_nanos() as u64;
+        let slot = match sh.free.pop() {
+            Some(s) => {
+                sh.slab[s as usize] = Some(c);
+                s
+            }
+            None => {
+                sh.slab.push(Some(c));
+                (sh.slab.len() - 1) as u32
+            }
+        };
+        let (hin, hout) = (self.key_hash(&tin), self.key_hash(&c.out_tuple()));
+        let Shard { index, slab, .. } = &mut *sh;
+        let rehash = |e: &u32| {
+            let c = slab[(e & !OUT_BIT) as usize]
+                .as_ref()
+                .map(|c| if e & OUT_BIT != 0 { c.out_tuple() } else { c.in_tuple() });
+            c.map(|t| self.key_hash(&t)).unwrap_or(0)
+        };
+        index.insert_unique(hin, slot, rehash);
+        index.insert_unique(hout, slot | OUT_BIT, rehash);
+        sh.len += 1;
+        drop(sh);
+        let ctr = self.counters.get(c.dest_id);
+        if c.active() { &ctr.active } else { &ctr.inactive }.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = n.persist_prefix {
+            let key = (n.proto, n.caddr.masked(p), n.vaddr, n.vport);
+            let mut ts = self.lock(self.template_shard(&key));
+            if let Some(t) = ts.templates.get_mut(&key) {
+                t.controls += 1;
+                t.expires = t.expires.max(now_ns + t.timeout.as_nanos() as u64);
+            }
+        }
+        Ok(c)
+    }
+
+    /// Pops a free local port of shard `si`, trying the local addresses from one picked by the
+    /// client address, so that clients spread over them.
+    fn take_lport(&self, sh: &mut Shard, si: usize, n: &NewConn, laddrs: &[Addr]) -> Option<(Addr, u16)> {
+        if laddrs.is_empty() {
+            return None;
+        }
+        let start = (self.hasher.hash_one(n.caddr) as usize) % laddrs.len();
+        for k in 0..laddrs.len() {
+            let la = laddrs[(start + k) % laddrs.len()];
+            let ports = sh.ports.entry((n.proto, la)).or_insert_with(|| {
+                // Once per (protocol, address) and shard: the ports whose endpoint hashes here.
+                (LPORT_MIN..=u16::MAX)
+                    .rev()
+                    .filter(|&p| self.shard_of(&la, p) == si)
+                    .collect()
+            });
+            if let Some(p) = ports.pop() {
+                return Some((la, p));
+            }
+        }
+        None
+    }
+
+    /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
+    fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
+        let c = sh.slab[slot as usize].take()?;
+        for (t, e) in [(c.in_tuple(), slot), (c.out_tuple(), slot | OUT_BIT)] {
+            if let Ok(o) = sh.index.find_entry(self.key_hash(&t), |&x| x == e) {
+                o.remove();
+            }
+        }
+        sh.free.push(slot);
+        sh.len -= 1;
+        if c.method == Method::FullNat
+            && let Some(v) = sh.ports.get_mut(&(c.proto, c.laddr))
+        {
+            v.push(c.lport);
+        }
+        let ctr = self.counters.get(c.dest_id);
+        if c.active() { &ctr.active } else { &ctr.inactive }.fetch_sub(1, Ordering::Relaxed);
+        (c.persist > 0).then(|| (c.proto, c.caddr.masked(c.persist - 1), c.vaddr, c.vport))
+    }
+
+    fn template_shard(&self, k: &TemplateKey) -> usize {
+        self.shard_of(&k.1, k.3)
+    }
+
+    fn release_template(&self, key: Option<TemplateKey>, _c: &Conn) {
+        if let Some(key) = key {
+            let mut ts = self.lock(self.template_shard(&key));
+            if let Some(t) = ts.templates.get_mut(&key) {
+                t.controls = t.controls.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Removes the connection a packet belongs to.
+    pub fn remove(&self, dir: Dir, t: &Tuple) -> Option<Conn> {
+        let mut sh = self.lock(self.shard_for(dir, t));
+        let slot = self.find(&sh, dir, t)?;
+        let c = sh.slab[slot as usize]?;
+        let tpl = self.unlink(&mut sh, slot);
+        drop(sh);
+        self.release_template(tpl, &c);
+        Some(c)
+    }
+
+    /// The real server a persistent client was sent to, if its template lives.
+    pub fn template_lookup(
+        &self,
+        proto: Proto,
+        caddr_masked: Addr,
+        vaddr: Addr,
+        vport: u16,
+        now: Instant,
+    ) -> Option<(u32, Addr, u16)> {
+        let key = (proto, caddr_masked, vaddr, vport);
+        let now_ns = self.ns(now);
+        let mut ts = self.lock(self.template_shard(&key));
+        let t = *ts.templates.get(&key)?;
+        if t.expires <= now_ns && t.controls == 0 {
+            ts.templates.remove(&key);
+            return None;
+        }
+        Some((t.dest_id, t.daddr, t.dport))
+    }
+
+    /// Records (or replaces) where a persistent client goes, for `timeout` after its last connection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn template_insert(
+        &self,
+        proto: Proto,
+        caddr_masked: Addr,
+        vaddr: Addr,
+        vport: u16,
+        dest_id: u32,
+        daddr: Addr,
+        dport: u16,
+        timeout: Duration,
+        now: Instant,
+    ) {
+        let key = (proto, caddr_masked, vaddr, vport);
+        let expires = self.ns(now) + timeout.as_nanos() as u64;
+        let mut ts = self.lock(self.template_shard(&key));
+        let controls = ts.templates.get(&key).map(|t| t.controls).unwrap_or(0);
+        ts.templates.insert(
+            key,
+            Template {
+                dest_id,
+                daddr,
+                dport,
+                timeout,
+                expires,
+                controls,
+            },
+        );
+    }
+
+    /// Sweeps at most `budget` slots for expired connections, continuing where the last sweep
+    /// stopped; returns how many expired. Workers call it between batches.
+    pub fn expire(&self, now: Instant, budget: usize) -> usize {
+        let now_ns = self.ns(now);
+        let pos = self.cursor.fetch_add(budget, Ordering::Relaxed);
+        // The cursor walks shard by shard; each shard's slab is scanned in budget-sized steps.
+        let si = (pos / STRIDE) & self.mask;
+        let mut sh = self.lock(si);
+        let start = pos % STRIDE;
+        if start >= sh.slab.len() {
+            // This shard is done: move the cursor to the next one, and age its templates.
+            let next = ((si + 1) & self.mask) * STRIDE;
+            let _ = self
+                .cursor
+                .compare_exchange(pos + budget, next, Ordering::Relaxed, Ordering::Relaxed);
+            sh.templates.retain(|_, t| t.expires > now_ns || t.controls > 0);
+            return 0;
+        }
+        let end = (start + budget).min(sh.slab.len());
+        let mut released = Vec::new();
+        let mut n = 0;
+        for slot in start..end {
+            if sh.slab[slot].is_some_and(|c| c.expires <= now_ns) {
+                let c = sh.slab[slot].expect("checked just above");
+                if let Some(k) = self.unlink(&mut sh, slot as u32) {
+                    released.push((k, c));
+                }
+                n += 1;
+            }
+        }
+        drop(sh);
+        for (k, c) in released {
+            self.release_template(Some(k), &c);
+        }
+        n
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|s| s.len).unwrap_or(0)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.per_shard * self.shards.len()
+    }
+
+    /// Bytes allocated for entries, index, free lists, port pools and templates.
+    pub fn memory_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                s.slab.capacity() * size_of::<Option<Conn>>()
+                    + s.index.capacity() * (size_of::<u32>() + 1)
+                    + s.free.capacity() * 4
+                    + s.ports.values().map(|v| v.capacity() * 2 + 64).sum::<usize>()
+                    + s.templates.capacity() * (size_of::<TemplateKey>() + size_of::<Template>() + 1)
+            })
+            .sum::<usize>()
+            + size_of::<Self>()
+    }
+
+    /// Every live connection with its time left, one shard lock at a time (for `ipvsadm -L -c`).
+    pub fn for_each(&self, now: Instant, mut f: impl FnMut(&Conn, Duration)) {
+        let now_ns = self.ns(now);
+        for s in self.shards.iter() {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            for c in s.slab.iter().flatten().filter(|c| c.expires > now_ns) {
+                f(c, Duration::from_nanos(c.expires - now_ns));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -28,7 +28,10 @@ pub fn is_error_v4(t: u8) -> bool {
 
 /// Whether an ICMPv6 type is an error that quotes a packet.
 pub fn is_error_v6(t: u8) -> bool {
-    matches!(t, icmpv6::DEST_UNREACH | icmpv6::PACKET_TOO_BIG | icmpv6::TIME_EXCEEDED | icmpv6::PARAM_PROBLEM)
+    matches!(
+        t,
+        icmpv6::DEST_UNREACH | icmpv6::PACKET_TOO_BIG | icmpv6::TIME_EXCEEDED | icmpv6::PARAM_PROBLEM
+    )
 }
 
 /// Parses the packet quoted by an ICMP error whose message occupies `frame[icmp_at..end]`.
@@ -60,7 +63,12 @@ pub fn parse_quote(frame: &[u8], icmp_at: usize, end: usize, v6: bool) -> Option
         if u16::from_be_bytes([q[6], q[7]]) & 0x1fff != 0 {
             return None;
         }
-        (q[9], Addr::from_v4([q[12], q[13], q[14], q[15]]), Addr::from_v4([q[16], q[17], q[18], q[19]]), ihl)
+        (
+            q[9],
+            Addr::from_v4([q[12], q[13], q[14], q[15]]),
+            Addr::from_v4([q[16], q[17], q[18], q[19]]),
+            ihl,
+        )
     };
     let proto = Proto::from_number(proto)?;
     let l4 = q.get(ihl..)?;
@@ -106,7 +114,11 @@ pub fn translate(frame: &mut [u8], o: &Outer, q: &Quoted, t: &Translation) {
     let v6 = o.v6;
     let alen = if v6 { 16 } else { 4 };
     let off = if v6 { 0 } else { 12 };
-    let (qsrc_at, qdst_at) = if v6 { (q.ip_at + 8, q.ip_at + 24) } else { (q.ip_at + 12, q.ip_at + 16) };
+    let (qsrc_at, qdst_at) = if v6 {
+        (q.ip_at + 8, q.ip_at + 24)
+    } else {
+        (q.ip_at + 12, q.ip_at + 16)
+    };
     let l4_at = q.ip_at + q.ihl;
     // The quoted transport checksum covers the quoted addresses (pseudo header) and ports.
     let csum_at = match q.proto {
@@ -128,7 +140,13 @@ pub fn translate(frame: &mut [u8], o: &Outer, q: &Quoted, t: &Translation) {
         }
     }
     if let (Some(at), Some(c)) = (csum_at, l4c) {
-        let c = if udp_zero { 0 } else if c == 0 && q.proto == Proto::Udp { 0xffff } else { c };
+        let c = if udp_zero {
+            0
+        } else if c == 0 && q.proto == Proto::Udp {
+            0xffff
+        } else {
+            c
+        };
         frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
     if !v6 {

@@ -5,8 +5,6 @@
 //! that would no longer fit the egress MTU is refused: with DF set the client gets ICMP
 //! "fragmentation needed" with the MTU that fits (RFC 1191), as IPVS does.
 
-use std::net::Ipv4Addr;
-
 use crate::pipeline::Frame;
 use crate::service::Hop;
 use crate::stats::DropReason;
@@ -25,7 +23,15 @@ pub enum TunError {
 }
 
 /// Wraps the IPv4 packet at `frame[l3..end]` (frame-relative offsets) for `rip`, sent from `dip`.
-pub fn encapsulate(frame: &mut Frame<'_>, l3: usize, end: usize, dip: Addr, rip: Addr, mtu: u16, hop: &Hop) -> Result<(), TunError> {
+pub fn encapsulate(
+    frame: &mut Frame<'_>,
+    l3: usize,
+    end: usize,
+    dip: Addr,
+    rip: Addr,
+    mtu: u16,
+    hop: &Hop,
+) -> Result<(), TunError> {
     let inner_len = end - l3;
     let (ttl, df, tos) = {
         let ip = ipv4::Packet::new_unchecked(&frame.bytes()[l3..end]);
@@ -45,7 +51,12 @@ pub fn encapsulate(frame: &mut Frame<'_>, l3: usize, end: usize, dip: Addr, rip:
     if inner_at < OVERHEAD + 14 {
         return Err(TunError::Drop(DropReason::TooBig));
     }
-    let eth = EthernetRepr { src: hop.src, dst: hop.dst, ethertype: ethertype::IPV4, vlan: None };
+    let eth = EthernetRepr {
+        src: hop.src,
+        dst: hop.dst,
+        ethertype: ethertype::IPV4,
+        vlan: None,
+    };
     eth.emit(&mut frame.buf[eth_at..eth_at + 14]);
     let outer = Ipv4Repr {
         src: dip.to_ip4(),
@@ -80,7 +91,13 @@ pub fn frag_needed(frame: &mut Frame<'_>, l3: usize, end: usize, from: Addr, our
     };
     let start = frame.start;
     let buf = &mut frame.buf[start..];
-    EthernetRepr { src: our_mac, dst: client_mac, ethertype: ethertype::IPV4, vlan: None }.emit(&mut buf[..14]);
+    EthernetRepr {
+        src: our_mac,
+        dst: client_mac,
+        ethertype: ethertype::IPV4,
+        vlan: None,
+    }
+    .emit(&mut buf[..14]);
     let ip = Ipv4Repr {
         src: from.to_ip4(),
         dst: client,
@@ -102,4 +119,3 @@ pub fn frag_needed(frame: &mut Frame<'_>, l3: usize, end: usize, from: Addr, our
     icmp.fill_checksum();
     frame.len = 34 + 8 + qlen;
 }
-

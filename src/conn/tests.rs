@@ -1,0 +1,338 @@
+use super::*;
+use std::net::IpAddr;
+
+fn a(s: &str) -> Addr {
+    Addr::from(s.parse::<IpAddr>().unwrap())
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+
+fn table(max: usize, shards: usize) -> (ConnTable, Arc<DestCounters>) {
+    let counters = Arc::new(DestCounters::new(16));
+    (
+        ConnTable::new(
+            TableConfig {
+                max_conns: max,
+                shards,
+                timeouts: Timeouts::default(),
+            },
+            counters.clone(),
+        ),
+        counters,
+    )
+}
+
+fn new(method: Method, proto: Proto, client: u16) -> NewConn {
+    NewConn {
+        proto,
+        method,
+        caddr: a("198.19.0.1"),
+        cport: client,
+        vaddr: a("198.18.0.10"),
+        vport: 80,
+        daddr: a("198.18.2.11"),
+        dport: 8080,
+        dest_id: 1,
+        persist_prefix: None,
+    }
+}
+
+fn tin(n: &NewConn) -> Tuple {
+    Tuple {
+        proto: n.proto,
+        src: n.caddr,
+        sport: n.cport,
+        dst: n.vaddr,
+        dport: n.vport,
+    }
+}
+
+fn tout(c: &Conn) -> Tuple {
+    c.out_tuple()
+}
+
+#[test]
+fn nat_both_directions_find_one_entry() {
+    let (t, _) = table(1000, 8);
+    let now = Instant::now();
+    let n = new(Method::Nat, Proto::Tcp, 40000);
+    let c = t.insert(&n, &[], SYN, now).unwrap();
+    assert_eq!(c.state, TcpState::SynRecv);
+    let back = Tuple {
+        proto: Proto::Tcp,
+        src: n.daddr,
+        sport: 8080,
+        dst: n.caddr,
+        dport: 40000,
+    };
+    assert_eq!(t.lookup(Dir::Out, &back, SYN | ACK, now).unwrap().cport, 40000);
+    assert_eq!(
+        t.lookup(Dir::In, &tin(&n), ACK, now).unwrap().state,
+        TcpState::Established
+    );
+    assert_eq!(t.len(), 1);
+    // Another client port is another connection.
+    assert!(
+        t.lookup(Dir::In, &tin(&new(Method::Nat, Proto::Tcp, 40001)), ACK, now)
+            .is_none()
+    );
+}
+
+#[test]
+fn fullnat_reply_lands_in_the_clients_shard() {
+    let (t, _) = table(1 << 16, 64);
+    let now = Instant::now();
+    let laddrs = [a("198.18.3.1"), a("198.18.3.2")];
+    for port in 1000..4000u16 {
+        let n = new(Method::FullNat, Proto::Udp, port);
+        let c = t.insert(&n, &laddrs, 0, now).unwrap();
+        assert!(laddrs.contains(&c.laddr) && c.lport >= LPORT_MIN);
+        assert_eq!(t.shard_for(Dir::Out, &tout(&c)), t.shard_for(Dir::In, &tin(&n)));
+        assert_eq!(
+            t.lookup(Dir::Out, &tout(&c), 0, now).unwrap(),
+            t.peek(Dir::In, &tin(&n), now).unwrap()
+        );
+    }
+    // Every (laddr, lport) is handed out once.
+    let mut seen = std::collections::HashSet::new();
+    t.for_each(now, |c, _| assert!(seen.insert((c.laddr, c.lport))));
+    assert_eq!(seen.len(), 3000);
+}
+
+#[test]
+fn laddr_exhaustion_and_reuse_after_expiry() {
+    // One shard, so the pool holds every port of one address: 64512 of them.
+    let (t, _) = table(1 << 20, 1);
+    let now = Instant::now();
+    let la = [a("198.18.3.1")];
+    let mut last = None;
+    for i in 0..=(u16::MAX - LPORT_MIN) as u32 {
+        let mut n = new(Method::FullNat, Proto::Udp, (i % 60000) as u16 + 1);
+        n.caddr = Addr::from_v4([198, 19, (i >> 16) as u8, (i >> 8) as u8]);
+        last = Some(t.insert(&n, &la, 0, now).unwrap());
+    }
+    let extra = NewConn {
+        caddr: a("198.19.255.255"),
+        ..new(Method::FullNat, Proto::Udp, 1)
+    };
+    assert_eq!(t.insert(&extra, &la, 0, now), Err(InsertError::LaddrExhausted));
+    let _ = last;
+    // After the UDP timeout everything expires and the ports come back.
+    let later = now + Duration::from_secs(301);
+    while t.expire(later, 1 << 16) > 0 {}
+    while t.expire(later, 1 << 16) > 0 {}
+    assert_eq!(t.len(), 0);
+    assert!(t.insert(&extra, &la, 0, later).is_ok());
+}
+
+#[test]
+fn handshake_close_and_counters() {
+    let (t, ctr) = table(1000, 4);
+    let now = Instant::now();
+    let n = new(Method::Nat, Proto::Tcp, 40000);
+    t.insert(&n, &[], SYN, now).unwrap();
+    assert_eq!((ctr.get(1).active(), ctr.get(1).inactive()), (0, 1));
+    t.lookup(Dir::In, &tin(&n), ACK, now).unwrap();
+    assert_eq!((ctr.get(1).active(), ctr.get(1).inactive()), (1, 0));
+    let c = t.lookup(Dir::In, &tin(&n), FIN | ACK, now).unwrap();
+    assert_eq!(c.state, TcpState::CloseWait);
+    assert_eq!((ctr.get(1).active(), ctr.get(1).inactive()), (0, 1));
+    let c = t.lookup(Dir::Out, &tout(&c), FIN | ACK, now).unwrap();
+    assert_eq!(c.state, TcpState::TimeWait);
+    // TIME_WAIT lasts 120 s: alive just before, gone just after.
+    assert!(t.peek(Dir::In, &tin(&n), now + Duration::from_secs(119)).is_some());
+    assert!(
+        t.lookup(Dir::In, &tin(&n), ACK, now + Duration::from_secs(121))
+            .is_none()
+    );
+    assert_eq!(t.len(), 0);
+    assert_eq!((ctr.get(1).active(), ctr.get(1).inactive()), (0, 0));
+}
+
+#[test]
+fn dr_uses_input_only_and_rst_closes() {
+    let (t, _) = table(1000, 4);
+    let now = Instant::now();
+    let n = new(Method::Dr, Proto::Tcp, 40000);
+    t.insert(&n, &[], SYN, now).unwrap();
+    assert_eq!(
+        t.lookup(Dir::In, &tin(&n), ACK, now).unwrap().state,
+        TcpState::Established
+    );
+    assert_eq!(
+        t.lookup(Dir::In, &tin(&n), FIN | ACK, now).unwrap().state,
+        TcpState::FinWait
+    );
+    let c = t.lookup(Dir::In, &tin(&n), RST, now).unwrap();
+    assert_eq!(c.state, TcpState::Close);
+    assert!(t.peek(Dir::In, &tin(&n), now + Duration::from_secs(9)).is_some());
+    assert!(t.peek(Dir::In, &tin(&n), now + Duration::from_secs(11)).is_none());
+}
+
+#[test]
+fn expiry_sweep_with_budget() {
+    let (t, ctr) = table(10_000, 4);
+    let now = Instant::now();
+    for p in 0..1000 {
+        t.insert(&new(Method::Nat, Proto::Udp, p), &[], 0, now).unwrap();
+    }
+    assert_eq!(ctr.get(1).inactive(), 1000);
+    // Nothing is due yet.
+    for _ in 0..100 {
+        assert_eq!(t.expire(now + Duration::from_secs(299), 64), 0);
+    }
+    let later = now + Duration::from_secs(301);
+    let mut total = 0;
+    for _ in 0..200 {
+        let n = t.expire(later, 64);
+        assert!(n <= 64);
+        total += n;
+    }
+    assert_eq!(total, 1000);
+    assert_eq!(t.len(), 0);
+    assert_eq!(ctr.get(1).inactive(), 0);
+}
+
+#[test]
+fn table_full_then_room_after_expiry() {
+    let (t, _) = table(64, 1);
+    let now = Instant::now();
+    for p in 0..64 {
+        t.insert(&new(Method::Nat, Proto::Udp, p), &[], 0, now).unwrap();
+    }
+    assert_eq!(
+        t.insert(&new(Method::Nat, Proto::Udp, 999), &[], 0, now),
+        Err(InsertError::Full)
+    );
+    assert_eq!(t.len(), 64);
+    let later = now + Duration::from_secs(301);
+    t.expire(later, 1000);
+    assert!(t.insert(&new(Method::Nat, Proto::Udp, 999), &[], 0, later).is_ok());
+}
+
+#[test]
+fn insert_race_returns_the_existing_connection() {
+    let (t, _) = table(100, 4);
+    let now = Instant::now();
+    let n = new(Method::Nat, Proto::Tcp, 40000);
+    let first = t.insert(&n, &[], SYN, now).unwrap();
+    let mut other = n;
+    other.daddr = a("198.18.2.12");
+    assert_eq!(t.insert(&other, &[], SYN, now).unwrap(), first);
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn templates_live_while_they_control_connections() {
+    let (t, _) = table(100, 4);
+    let now = Instant::now();
+    let masked = a("198.19.0.0");
+    let (vip, rs) = (a("198.18.0.10"), a("198.18.2.12"));
+    t.template_insert(Proto::Tcp, masked, vip, 80, 2, rs, 80, Duration::from_secs(30), now);
+    assert_eq!(t.template_lookup(Proto::Tcp, masked, vip, 80, now), Some((2, rs, 80)));
+    let mut n = new(Method::Nat, Proto::Tcp, 40000);
+    n.persist_prefix = Some(16);
+    n.daddr = rs;
+    t.insert(&n, &[], SYN, now).unwrap();
+    t.lookup(Dir::In, &tin(&n), ACK, now).unwrap();
+    // Past the template's 30 s, but its established connection keeps it.
+    let t60 = now + Duration::from_secs(60);
+    assert!(t.template_lookup(Proto::Tcp, masked, vip, 80, t60).is_some());
+    // Once the connection is gone, the template goes at its next check.
+    t.remove(Dir::In, &tin(&n)).unwrap();
+    assert!(t.template_lookup(Proto::Tcp, masked, vip, 80, t60).is_none());
+}
+
+#[test]
+fn two_threads_share_the_table() {
+    let (t, _) = table(100_000, 16);
+    let t = Arc::new(t);
+    let now = Instant::now();
+    let hs: Vec<_> = (0..2u16)
+        .map(|w| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for p in 0..5000u16 {
+                    // Half the ports overlap between the threads: same tuple, one entry.
+                    let port = if p % 2 == 0 { p } else { 10_000 + w * 10_000 + p };
+                    let n = new(Method::FullNat, Proto::Tcp, port);
+                    let c = t.insert(&n, &[a("198.18.3.1")], SYN, now).unwrap();
+                    assert_eq!(t.lookup(Dir::Out, &c.out_tuple(), SYN | ACK, now).unwrap().cport, port);
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(t.len(), 2500 + 2 * 2500);
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u16, bool),
+        Lookup(u16, u8),
+        Remove(u16),
+        Advance(u16),
+        Expire(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u16..40, any::<bool>()).prop_map(|(p, f)| Op::Insert(p, f)),
+            (0u16..40, any::<u8>()).prop_map(|(p, f)| Op::Lookup(p, f)),
+            (0u16..40).prop_map(Op::Remove),
+            (0u16..400).prop_map(Op::Advance),
+            any::<u8>().prop_map(Op::Expire),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, the index holds exactly two entries per live connection, each
+        /// pointing at a slot whose key matches, and the counters equal a recount.
+        #[test]
+        fn invariants_hold(ops in proptest::collection::vec(op(), 1..200)) {
+            let (t, ctr) = table(30, 2);
+            let start = Instant::now();
+            let mut now = start;
+            for o in ops {
+                match o {
+                    Op::Insert(p, fnat) => {
+                        let n = new(if fnat { Method::FullNat } else { Method::Nat }, Proto::Tcp, p);
+                        let _ = t.insert(&n, &[a("198.18.3.1")], SYN, now);
+                    }
+                    Op::Lookup(p, f) => { let _ = t.lookup(Dir::In, &tin(&new(Method::Nat, Proto::Tcp, p)), f, now); }
+                    Op::Remove(p) => { let _ = t.remove(Dir::In, &tin(&new(Method::Nat, Proto::Tcp, p))); }
+                    Op::Advance(s) => now += Duration::from_secs(u64::from(s)),
+                    Op::Expire(b) => { t.expire(now, usize::from(b)); }
+                }
+                let (mut active, mut inactive, mut live) = (0, 0, 0);
+                for s in t.shards.iter() {
+                    let s = s.lock().unwrap();
+                    let n = s.slab.iter().flatten().count();
+                    prop_assert_eq!(n, s.len);
+                    prop_assert_eq!(s.index.len(), 2 * n);
+                    for &e in s.index.iter() {
+                        let c = s.slab[(e & !OUT_BIT) as usize].expect("index points at a live slot");
+                        let (tu, ok) = if e & OUT_BIT != 0 { (c.out_tuple(), true) } else { (c.in_tuple(), false) };
+                        let matches = if ok { c.out_matches(&tu) } else { c.in_matches(&tu) };
+                        prop_assert!(matches);
+                    }
+                    for c in s.slab.iter().flatten() {
+                        live += 1;
+                        if c.active() { active += 1 } else { inactive += 1 }
+                    }
+                }
+                prop_assert!(live <= 30);
+                prop_assert_eq!((ctr.get(1).active(), ctr.get(1).inactive()), (active, inactive));
+            }
+        }
+    }
+}
