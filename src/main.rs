@@ -13,6 +13,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Validate a configuration and print the resolved model, or every error.
+    Check {
+        /// Configuration file (the embedded default when absent).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Run the director (root): workers on the configured interfaces, until SIGINT/SIGTERM.
     Run {
         /// Configuration file (the embedded default when absent). SIGHUP re-reads it.
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
+        Cmd::Check { config } => check(config.as_deref()),
         Cmd::Run { config, stats } => {
             let opts = xvs::run::RunOptions {
                 config,
@@ -82,6 +89,34 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// `xvs check`: exit 0 with the model, 1 with the errors, 2 when the file cannot be read.
+fn check(path: Option<&std::path::Path>) -> ExitCode {
+    let result = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => xvs::config::parse(&text, &p.display().to_string()),
+            Err(e) => {
+                eprintln!("xvs check: cannot read {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            println!("# no -c FILE given: checking the embedded default (config/xvs.toml)");
+            xvs::config::parse(xvs::config::DEFAULT, "config/xvs.toml (embedded)")
+        }
+    };
+    match result {
+        Ok(cfg) => {
+            print!("{cfg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            eprintln!("xvs check: {} error(s); configuration refused", e.0.len());
+            ExitCode::from(1)
         }
     }
 }

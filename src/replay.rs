@@ -284,7 +284,7 @@ pub fn replay(cfg: &Config, input: &Path, output: &Path) -> Result<Summary, Repl
 }
 
 /// Feeds fuzz input to a data plane and checks what must hold for any input: the first byte picks
-/// the ingress port, the rest is split into up to eight frames by length bytes (so that sequences
+/// the ingress port, the rest is split into up to eight frames by length bytes (in units of 8 bytes; 0 = the rest) (so that sequences
 /// exercise connection state). Panics, as a fuzz target should, when an invariant breaks:
 /// a transmitted frame lies inside its buffer, is at least an Ethernet header long, goes to a port
 /// that exists, and grows by at most a tunnel header.
@@ -297,8 +297,13 @@ pub fn exercise(d: &mut Offline, data: &[u8]) {
     let mut buf = vec![0u8; HEADROOM + 4096];
     for i in 0..8u64 {
         let Some((&n, tail)) = rest.split_first() else { break };
-        let n = (usize::from(n) * 8).min(tail.len());
-        let (f, tail) = if i == 7 { (tail, &[][..]) } else { tail.split_at(n) };
+        // A length byte of 0 (or the eighth frame) takes the rest of the input.
+        let n = if n == 0 || i == 7 {
+            tail.len()
+        } else {
+            (usize::from(n) * 8).min(tail.len())
+        };
+        let (f, tail) = tail.split_at(n);
         rest = tail;
         let len = f.len().min(buf.len() - HEADROOM);
         buf[HEADROOM..HEADROOM + len].copy_from_slice(&f[..len]);

@@ -15,6 +15,9 @@ use crate::sched::{self, Scheduler};
 use crate::stats::DropReason;
 use crate::types::{Addr, Dest, Mac, Method, Prefix, Proto, SchedKind};
 
+/// What the kernel-side filter must steal: services, FULLNAT local addresses, NAT real servers.
+pub type Filter = (Vec<(Proto, Addr, u16)>, Vec<Addr>, Vec<(Proto, Addr, u16)>);
+
 /// Key of a virtual service: protocol, VIP and port.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct SvcKey {
@@ -109,7 +112,7 @@ impl Fib {
             via: via.map(Addr::from),
         });
         // Longest prefix first; among equals, the earliest added wins (stable sort).
-        self.routes.sort_by(|x, y| y.len.cmp(&x.len));
+        self.routes.sort_by_key(|r| std::cmp::Reverse(r.len));
     }
 
     pub fn add_neighbour(&mut self, port: u16, addr: Addr, mac: Mac) {
@@ -300,7 +303,7 @@ impl ServiceTable {
     }
 
     /// Every (proto, VIP, port), local address and NAT real server: what the XDP program must steal.
-    pub fn filter(&self) -> (Vec<(Proto, Addr, u16)>, Vec<Addr>, Vec<(Proto, Addr, u16)>) {
+    pub fn filter(&self) -> Filter {
         let svcs = self
             .services
             .iter()

@@ -52,6 +52,7 @@ enum Seg {
 const PAYLOAD: &[u8] = b"xvs golden payload";
 
 /// A whole Ethernet frame built by etherparse.
+#[allow(clippy::too_many_arguments)]
 fn frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
