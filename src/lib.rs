@@ -6,8 +6,10 @@
 pub mod bpf;
 pub mod config;
 pub mod conn;
+pub mod lab;
 pub mod pcap;
 pub mod pipeline;
+pub mod realserver;
 pub mod replay;
 pub mod sched;
 pub mod service;
