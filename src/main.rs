@@ -1,7 +1,9 @@
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use xvs::lab::{self, client, netns::Netns, serve};
 
 /// xvs: a Linux Virtual Server director in user space.
 #[derive(Parser)]
@@ -38,6 +40,110 @@ enum Cmd {
         /// Where to write the transmitted frames (pcap).
         output: PathBuf,
     },
+    /// Build, inspect and remove the namespace lab; run its servers and clients.
+    #[command(subcommand)]
+    Lab(LabCmd),
+    /// Prepare this host (namespace) as a DR or TUN real server, or undo it.
+    #[command(subcommand)]
+    Realserver(RsCmd),
+}
+
+#[derive(Args)]
+struct Prefix {
+    /// Namespace name prefix.
+    #[arg(long, default_value = "xvs")]
+    prefix: String,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab and start its servers.
+    Up {
+        #[command(flatten)]
+        p: Prefix,
+        /// RX/TX queues per veth.
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
+    },
+    /// Remove the lab's namespaces and everything running in them.
+    Down {
+        #[command(flatten)]
+        p: Prefix,
+    },
+    /// List the lab's namespaces, addresses and servers.
+    Status {
+        #[command(flatten)]
+        p: Prefix,
+    },
+    /// Run the HTTP and UDP echo servers (started in each real server by `lab up`).
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 80)]
+        http_port: u16,
+        #[arg(long, default_value_t = 7)]
+        udp_port: u16,
+    },
+    /// Send test traffic from the lab's client namespace and print per-server counts.
+    Client {
+        #[command(flatten)]
+        p: Prefix,
+        #[command(subcommand)]
+        what: ClientCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCmd {
+    /// N GETs, each on a new connection.
+    Http {
+        addr: SocketAddr,
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+    },
+    /// N GETs on one connection, all answered by one server.
+    Rounds {
+        addr: SocketAddr,
+        #[arg(short, default_value_t = 1000)]
+        n: usize,
+    },
+    /// One GET of N bytes, checked byte for byte.
+    Bytes {
+        addr: SocketAddr,
+        #[arg(short, default_value_t = 1 << 20)]
+        n: usize,
+    },
+    /// N UDP echoes.
+    Udp {
+        addr: SocketAddr,
+        #[arg(short, default_value_t = 10)]
+        n: usize,
+    },
+    /// One ICMP echo.
+    Ping { addr: IpAddr },
+}
+
+#[derive(Subcommand)]
+enum RsCmd {
+    /// VIPs on lo and the ARP sysctls.
+    Dr {
+        #[arg(long, num_args = 1.., required = true)]
+        vip: Vec<IpAddr>,
+    },
+    /// As dr, plus IPIP decapsulation on DEV's ingress.
+    Tun {
+        #[arg(long, num_args = 1.., required = true)]
+        vip: Vec<IpAddr>,
+        #[arg(long)]
+        dev: String,
+    },
+    /// Undo dr or tun.
+    Clear {
+        #[arg(long, num_args = 1..)]
+        vip: Vec<IpAddr>,
+        #[arg(long)]
+        dev: Option<String>,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<xvs::config::Config, ExitCode> {
@@ -47,6 +153,61 @@ fn load_config(path: Option<&PathBuf>) -> Result<xvs::config::Config, ExitCode> 
             ExitCode::from(1)
         }),
         None => Ok(xvs::config::default_config()),
+    }
+}
+
+fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
+    match cmd {
+        Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } => unreachable!("handled in main"),
+        Cmd::Lab(LabCmd::Up { p, queues }) => {
+            let opts = lab::LabOpts {
+                prefix: p.prefix,
+                queues,
+                serve_exe: Some(std::env::current_exe()?),
+            };
+            let lab = lab::Lab::up(&opts, &mut |_| {})?;
+            print!("{}", lab::describe(&lab));
+            lab.keep();
+        }
+        Cmd::Lab(LabCmd::Down { p }) => {
+            for n in lab::down(&p.prefix)? {
+                println!("removed {n}");
+            }
+        }
+        Cmd::Lab(LabCmd::Status { p }) => print!("{}", lab::status(&p.prefix)),
+        Cmd::Lab(LabCmd::Serve {
+            name,
+            http_port,
+            udp_port,
+        }) => serve::serve(&serve::ServeOpts {
+            name,
+            http_port,
+            udp_port,
+        })?,
+        Cmd::Lab(LabCmd::Client { p, what }) => {
+            let ns = Netns::existing(&format!("{}-cli", p.prefix));
+            match what {
+                ClientCmd::Http { addr, n } => print_counts(&client::http_counts(&ns, addr, n)?),
+                ClientCmd::Udp { addr, n } => print_counts(&client::udp_counts(&ns, addr, n)?),
+                ClientCmd::Rounds { addr, n } => {
+                    println!("{} {n}", client::http_rounds(&ns, addr, n)?)
+                }
+                ClientCmd::Bytes { addr, n } => {
+                    println!("verified {} bytes", client::http_bytes(&ns, addr, n)?)
+                }
+                ClientCmd::Ping { addr } => println!("reply in {:?}", client::ping(&ns, addr)?),
+            }
+        }
+        Cmd::Realserver(RsCmd::Dr { vip }) => xvs::realserver::dr(&vip)?,
+        Cmd::Realserver(RsCmd::Tun { vip, dev }) => xvs::realserver::tun(&vip, &dev)?,
+        Cmd::Realserver(RsCmd::Clear { vip, dev }) => xvs::realserver::clear(&vip, dev.as_deref())?,
+    }
+    Ok(())
+}
+
+fn print_counts(c: &client::Counts) {
+    for (name, n) in c {
+        println!("{name} {n}");
     }
 }
 
@@ -90,6 +251,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        other => match run(other) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xvs: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -1,0 +1,439 @@
+//! The namespace lab (`xvs lab up|down|status|serve|client`): a client, a director, a switch and three
+//! real servers in network namespaces, wired as DESIGN.md's address plan says.
+//!
+//! ```text
+//!  P-cli            P-lb (director)                P-sw (bridge br0)         P-rs1..3
+//!  cli0 ───────── lb0 [VIPs on lo] lb1 ───────── sw-lb1 ┬ sw-rs1 ───────── eth0
+//!  198.18.1.2     198.18.1.1       198.18.2.1            ├ sw-rs2 ...        198.18.2.11..13
+//! ```
+
+pub mod client;
+pub mod netns;
+pub mod serve;
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::types::Method;
+use netns::{Netns, NetnsError};
+
+/// Namespace roles, in creation order; `lab down` removes only these names.
+pub const ROLES: [&str; 6] = ["cli", "lb", "sw", "rs1", "rs2", "rs3"];
+/// HTTP port of the lab services and servers.
+pub const HTTP_PORT: u16 = 80;
+/// UDP echo port of the lab services and servers.
+pub const UDP_PORT: u16 = 7;
+/// Director's client-side address.
+pub const LB0_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// Director's client-side IPv6 address.
+pub const LB0_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+/// The client's address.
+pub const CLI_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The client's IPv6 address.
+pub const CLI_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 2);
+/// Director's server-side address (DIP).
+pub const LB1_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// Director's server-side IPv6 address.
+pub const LB1_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
+
+/// A virtual service of the lab plan (each is offered on tcp/80 and udp/7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabService {
+    /// The virtual address.
+    pub vip: IpAddr,
+    /// How the director forwards to the real servers.
+    pub method: Method,
+}
+
+/// A real server of the lab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabServer {
+    /// Name, namespace role and the name its servers answer with.
+    pub name: String,
+    /// IPv4 address on the server network.
+    pub v4: Ipv4Addr,
+    /// IPv6 address on the server network.
+    pub v6: Ipv6Addr,
+}
+
+/// The lab's address plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Virtual services.
+    pub services: Vec<LabService>,
+    /// FULLNAT local addresses (owned by xvs, routed back by the real servers' default route).
+    pub laddrs: Vec<IpAddr>,
+    /// Real servers.
+    pub servers: Vec<LabServer>,
+}
+
+impl Plan {
+    /// DESIGN.md's plan. TODO: read the services from `config/xvs.toml` once the config module lands.
+    pub fn design() -> Plan {
+        let v4 = |d| IpAddr::V4(Ipv4Addr::new(198, 18, 0, d));
+        let v6 = |d| IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, d));
+        let services = vec![
+            (v4(10), Method::Nat),
+            (v4(11), Method::FullNat),
+            (v4(12), Method::Dr),
+            (v4(13), Method::Tun),
+            (v6(0x10), Method::Nat),
+            (v6(0x11), Method::FullNat),
+            (v6(0x12), Method::Dr),
+        ]
+        .into_iter()
+        .map(|(vip, method)| LabService { vip, method })
+        .collect();
+        let servers = (1..=3u8)
+            .map(|i| LabServer {
+                name: format!("rs{i}"),
+                v4: Ipv4Addr::new(198, 18, 2, 10 + i),
+                v6: Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 0x10 + u16::from(i)),
+            })
+            .collect();
+        Plan {
+            services,
+            laddrs: vec![
+                IpAddr::V4(Ipv4Addr::new(198, 18, 3, 1)),
+                IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 3, 0, 0, 0, 1)),
+            ],
+            servers,
+        }
+    }
+
+    /// The VIPs of services forwarded with `method`.
+    pub fn vips(&self, method: Method) -> Vec<IpAddr> {
+        self.services
+            .iter()
+            .filter(|s| s.method == method)
+            .map(|s| s.vip)
+            .collect()
+    }
+}
+
+/// Why the lab could not be built or inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A namespace operation failed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A namespace of this prefix already exists.
+    #[error("namespace {0} exists: run `xvs lab down --prefix` first")]
+    Exists(String),
+    /// The lab servers did not start listening in time.
+    #[error("lab server {0} did not come up")]
+    ServerDown(String),
+}
+
+/// How to build the lab.
+#[derive(Clone, Debug)]
+pub struct LabOpts {
+    /// Namespace name prefix: namespaces are `PREFIX-cli`, `PREFIX-lb`, ...
+    pub prefix: String,
+    /// RX and TX queues of every veth.
+    pub queues: u16,
+    /// The xvs binary that runs `lab serve` in the real servers; `None` starts no servers.
+    pub serve_exe: Option<PathBuf>,
+}
+
+/// A built lab; dropping it removes every namespace (and so every process) it created.
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    plan: Plan,
+    ns: Vec<Netns>,
+}
+
+fn v6_nodad(a: Ipv6Addr, len: u8, dev: &str) -> String {
+    format!("addr add {a}/{len} dev {dev} nodad")
+}
+
+impl Lab {
+    /// Builds the lab. `progress` is told each step as it completes; if anything fails (or
+    /// `progress` panics) the namespaces built so far are removed.
+    pub fn up(opts: &LabOpts, progress: &mut dyn FnMut(&str)) -> Result<Lab, LabError> {
+        let plan = Plan::design();
+        let name = |role: &str| format!("{}-{role}", opts.prefix);
+        if let Some(n) = ROLES
+            .iter()
+            .map(|r| name(r))
+            .find(|n| Path::new("/run/netns").join(n).exists())
+        {
+            return Err(LabError::Exists(n));
+        }
+        let mut lab = Lab {
+            prefix: opts.prefix.clone(),
+            plan,
+            ns: Vec::new(),
+        };
+        for role in ROLES {
+            let ns = Netns::create(&name(role))?;
+            // Before any interface exists, so that every new one inherits them.
+            ns.sysctl(&[
+                ("net.ipv6.conf.all.accept_dad", "0"),
+                ("net.ipv6.conf.default.accept_dad", "0"),
+            ])?;
+            lab.ns.push(ns);
+        }
+        progress("namespaces");
+
+        let q = opts.queues.max(1).to_string();
+        let mut links = vec![("cli", "cli0", "lb", "lb0"), ("lb", "lb1", "sw", "sw-lb1")];
+        let sw_ports: Vec<String> = lab.plan.servers.iter().map(|s| format!("sw-{}", s.name)).collect();
+        for (s, port) in lab.plan.servers.iter().zip(&sw_ports) {
+            links.push((s.name.as_str(), "eth0", "sw", port.as_str()));
+        }
+        let batch: Vec<String> = links
+            .iter()
+            .map(|(a, ad, b, bd)| {
+                format!(
+                    "link add {ad} netns {} numtxqueues {q} numrxqueues {q} type veth peer name {bd} netns {} numtxqueues {q} numrxqueues {q}",
+                    name(a),
+                    name(b)
+                )
+            })
+            .collect();
+        netns::run_cmd(&["ip", "-batch", "-"], Some(&(batch.join("\n") + "\n")))?;
+        progress("veths");
+
+        // Switch: a bridge joining the director's server side and the real servers.
+        let mut sw = vec!["link add br0 type bridge".to_string(), "link set br0 up".to_string()];
+        for port in std::iter::once("sw-lb1").chain(sw_ports.iter().map(String::as_str)) {
+            sw.push(format!("link set {port} master br0"));
+            sw.push(format!("link set {port} up"));
+        }
+        lab.ns("sw").ip_batch(&sw)?;
+        lab.ns("sw").sysctl(&[("net.ipv6.conf.all.disable_ipv6", "1")])?;
+        progress("switch");
+
+        // Client.
+        lab.ns("cli").ip_batch(&[
+            "link set cli0 address 02:00:00:00:01:02".into(),
+            "link set cli0 up".into(),
+            format!("addr add {CLI_V4}/24 dev cli0"),
+            v6_nodad(CLI_V6, 64, "cli0"),
+            format!("route add default via {LB0_V4}"),
+            format!("route add default via {LB0_V6}"),
+        ])?;
+        progress("client");
+
+        // Director.
+        let lb = lab.ns("lb");
+        let mut cmds = vec![
+            "link set lb0 address 02:00:00:00:01:01".to_string(),
+            "link set lb1 address 02:00:00:00:02:01".to_string(),
+            "link set lb0 up".into(),
+            "link set lb1 up".into(),
+            format!("addr add {LB0_V4}/24 dev lb0"),
+            v6_nodad(LB0_V6, 64, "lb0"),
+            format!("addr add {LB1_V4}/24 dev lb1"),
+            v6_nodad(LB1_V6, 64, "lb1"),
+        ];
+        for s in &lab.plan.services {
+            cmds.push(match s.vip {
+                IpAddr::V4(a) => format!("addr add {a}/32 dev lo"),
+                IpAddr::V6(a) => v6_nodad(a, 128, "lo"),
+            });
+        }
+        lb.ip_batch(&cmds)?;
+        lb.sysctl(&[
+            ("net.ipv4.ip_forward", "0"),
+            ("net.ipv6.conf.all.forwarding", "0"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+            ("net.ipv4.conf.lb0.rp_filter", "0"),
+            ("net.ipv4.conf.lb1.rp_filter", "0"),
+        ])?;
+        // A frame XDP-redirected into a veth is dropped unless the receiving peer runs NAPI, which GRO
+        // turns on: set it on both ends of both director links so every direction works.
+        for (role, dev) in [("lb", "lb0"), ("lb", "lb1"), ("cli", "cli0"), ("sw", "sw-lb1")] {
+            lab.ns(role).set_gro(dev, true)?;
+        }
+        progress("director");
+
+        // Real servers.
+        let dr = lab.plan.vips(Method::Dr);
+        let tun = lab.plan.vips(Method::Tun);
+        for (i, s) in lab.plan.servers.iter().enumerate() {
+            let ns = lab.ns(&s.name);
+            ns.ip_batch(&[
+                format!("link set eth0 address 02:00:00:00:02:{:02x}", 0x11 + i),
+                "link set eth0 up".into(),
+                format!("addr add {}/24 dev eth0", s.v4),
+                v6_nodad(s.v6, 64, "eth0"),
+                format!("route add default via {LB1_V4}"),
+                format!("route add default via {LB1_V6}"),
+            ])?;
+            let (dr, tun) = (dr.clone(), tun.clone());
+            ns.run(move || {
+                crate::realserver::dr(&dr).map_err(io::Error::other)?;
+                crate::realserver::tun(&tun, "eth0").map_err(io::Error::other)
+            })?;
+            progress(&s.name);
+        }
+
+        if let Some(exe) = &opts.serve_exe {
+            lab.start_servers(exe)?;
+            progress("servers");
+        }
+        Ok(lab)
+    }
+
+    /// Starts `lab serve` in every real server and waits until each answers on its HTTP port.
+    fn start_servers(&self, exe: &Path) -> Result<(), LabError> {
+        let exe = exe.to_string_lossy();
+        for s in &self.plan.servers {
+            let port = HTTP_PORT.to_string();
+            let udp = UDP_PORT.to_string();
+            self.ns(&s.name).spawn_detached(&[
+                &exe,
+                "lab",
+                "serve",
+                "--name",
+                &s.name,
+                "--http-port",
+                &port,
+                "--udp-port",
+                &udp,
+            ])?;
+        }
+        for s in &self.plan.servers {
+            let addr = SocketAddr::from((s.v4, HTTP_PORT));
+            let up = self.ns(&s.name).run(move || {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                        return Ok(true);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(false)
+            })?;
+            if !up {
+                return Err(LabError::ServerDown(s.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The namespace of `role` (`cli`, `lb`, `sw`, `rs1`, ...).
+    ///
+    /// # Panics
+    /// If `role` is not one of [`ROLES`] or was not created yet: a programming error.
+    pub fn ns(&self, role: &str) -> &Netns {
+        let name = format!("{}-{role}", self.prefix);
+        self.ns
+            .iter()
+            .find(|n| n.name() == name)
+            .unwrap_or_else(|| panic!("no lab namespace {name}"))
+    }
+
+    /// The address plan the lab was built with.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The namespace prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Leaves everything in place (for `xvs lab up`); `xvs lab down` removes it.
+    pub fn keep(self) {
+        for ns in self.ns {
+            ns.keep();
+        }
+    }
+}
+
+/// Removes the lab namespaces of `prefix` (and the processes in them); returns the names removed.
+pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
+    let mut removed = Vec::new();
+    for role in ROLES.iter().rev() {
+        let name = format!("{prefix}-{role}");
+        if Path::new("/run/netns").join(&name).exists() {
+            netns::remove(&name)?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+/// A human-readable report of the lab of `prefix`: namespaces, addresses, servers.
+pub fn status(prefix: &str) -> String {
+    let mut out = String::new();
+    for role in ROLES {
+        let name = format!("{prefix}-{role}");
+        if !Path::new("/run/netns").join(&name).exists() {
+            let _ = writeln!(out, "{name}: absent");
+            continue;
+        }
+        let ns = Netns::existing(&name);
+        let addrs = ns.ip(&["-br", "addr"]).unwrap_or_else(|e| format!("{e}\n"));
+        let pids = ns.pids();
+        let serving = if role.starts_with("rs") {
+            if pids.is_empty() {
+                ", servers stopped"
+            } else {
+                ", servers running"
+            }
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{name}: {} processes{serving}", pids.len());
+        for line in addrs.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    out
+}
+
+/// What `xvs lab up` prints: the topology and commands to try.
+pub fn describe(lab: &Lab) -> String {
+    let p = lab.prefix();
+    let mut out = format!(
+        "lab {p} is up:\n  {p}-cli  cli0 {CLI_V4}/24 {CLI_V6}/64, default via the director\n  \
+         {p}-lb   lb0 {LB0_V4}/24 {LB0_V6}/64, lb1 {LB1_V4}/24 {LB1_V6}/64, VIPs on lo, ip_forward off\n  \
+         {p}-sw   bridge br0: sw-lb1 and the real servers\n"
+    );
+    for s in &lab.plan().servers {
+        let _ = writeln!(
+            out,
+            "  {p}-{}  eth0 {}/24 {}/64, HTTP :{HTTP_PORT} and UDP echo :{UDP_PORT}",
+            s.name, s.v4, s.v6
+        );
+    }
+    out.push_str("services (tcp/80, udp/7):\n");
+    for s in &lab.plan().services {
+        let _ = writeln!(out, "  {:<14} {}", s.vip.to_string(), s.method.name());
+    }
+    let _ = write!(
+        out,
+        "try:\n  xvs lab client --prefix {p} http 198.18.2.11:80 -n 10\n  \
+         ip netns exec {p}-lb curl -s http://198.18.2.12/\n  xvs lab status --prefix {p}\n  xvs lab down --prefix {p}\n"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_plan_uses_only_benchmark_ranges() {
+        let p = Plan::design();
+        let ok = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.octets()[0] == 198 && (a.octets()[1] & 0xfe) == 18,
+            IpAddr::V6(a) => a.segments()[..3] == [0x2001, 2, 0],
+        };
+        assert!(p.services.iter().all(|s| ok(s.vip)));
+        assert!(p.laddrs.iter().all(|a| ok(*a)));
+        assert!(p.servers.iter().all(|s| ok(s.v4.into()) && ok(s.v6.into())));
+        assert_eq!(p.vips(Method::Tun), vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 13))]);
+        assert_eq!(p.vips(Method::Dr).len(), 2);
+        assert_eq!(p.servers[2].v4, Ipv4Addr::new(198, 18, 2, 13));
+    }
+}
