@@ -101,8 +101,25 @@ impl Pipeline {
     pub fn refresh(&mut self) {
         let cur = self.published.load();
         if cur.generation != self.snap.generation {
-            self.snap = arc_swap::Guard::into_inner(cur);
-            self.scheds = self.snap.services.iter().map(|s| s.sched.fork()).collect();
+            let new = arc_swap::Guard::into_inner(cur);
+            // A service whose scheduler and real servers did not change keeps its scheduler state,
+            // so that an unrelated change (a neighbour learnt, another service edited) does not
+            // restart its rotation.
+            let mut old: Vec<Option<Box<dyn Scheduler>>> =
+                std::mem::take(&mut self.scheds).into_iter().map(Some).collect();
+            self.scheds = new
+                .services
+                .iter()
+                .map(|s| {
+                    let same = self
+                        .snap
+                        .services
+                        .iter()
+                        .position(|o| o.key == s.key && o.sched_kind == s.sched_kind && o.dests == s.dests);
+                    same.and_then(|i| old[i].take()).unwrap_or_else(|| s.sched.fork())
+                })
+                .collect();
+            self.snap = new;
         }
     }
 

@@ -171,6 +171,39 @@ fn io_config(cfg: &Config) -> IoConfig {
     }
 }
 
+/// Has the kernel resolve every real server's next hop before the workers start, so that the
+/// first packets of the first connections are not dropped for want of a MAC (waits up to 2 s).
+fn warm_neighbours(rtnl: &mut Rtnl, cfg: &Config, view: &mut KernelView) {
+    let mut ids = DestIds::default();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let snap = ServiceTable::build(cfg, view.ports.clone(), &view.routes, &view.neigh, &mut ids, 0);
+        let missing: Vec<Addr> = snap
+            .services
+            .iter()
+            .flat_map(|s| s.dests.iter().map(|d| d.addr))
+            .filter(|&a| snap.hop(a) == Err(crate::stats::DropReason::NoNeighbour))
+            .collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            if !missing.is_empty() {
+                eprintln!(
+                    "xvs: no MAC yet for {} real server(s), e.g. {}; they are retried",
+                    missing.len(),
+                    missing[0]
+                );
+            }
+            return;
+        }
+        for a in &missing {
+            let _ = netlink::resolve(a.to_ip());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(v) = kernel_view(rtnl, cfg) {
+            *view = v;
+        }
+    }
+}
+
 /// Counters of all workers, summed, as printed by `--stats` and at exit.
 pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
     let mut s = String::new();
@@ -224,6 +257,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     let mut rtnl = Rtnl::open().map_err(RunError::Netlink)?;
     let mut view = kernel_view(&mut rtnl, &cfg)?;
+    warm_neighbours(&mut rtnl, &cfg, &mut view);
     let mut ids = DestIds::default();
     let mut generation = 1;
     let snap = ServiceTable::build(
@@ -308,13 +342,17 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 }
             }
         }
-        if last_neigh.elapsed() >= NEIGH_REFRESH || !unresolved.is_empty() {
-            collect(&reports, &mut unresolved);
-            for a in unresolved.drain() {
-                let _ = netlink::resolve(a.to_ip());
-            }
+        collect(&reports, &mut unresolved);
+        let mut refresh_now = false;
+        for a in unresolved.drain() {
+            let _ = netlink::resolve(a.to_ip());
+            // Look again soon: the kernel usually answers within milliseconds.
+            refresh_now = true;
         }
-        if last_neigh.elapsed() >= NEIGH_REFRESH {
+        if refresh_now {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if refresh_now || last_neigh.elapsed() >= NEIGH_REFRESH {
             last_neigh = Instant::now();
             match kernel_view(&mut rtnl, &cfg) {
                 Ok(v) if v != view => {
