@@ -54,6 +54,7 @@ struct xvs_l4_key {
 #define XVS_ADDR_VIP 1    // a virtual service's address
 #define XVS_ADDR_LADDR 2  // a FULLNAT local address
 #define XVS_ADDR_NAT_RS 4 // a NAT real server's address
+#define XVS_ADDR_LOCAL 8  // one of the director's own addresses
 
 struct xvs_addr_key {
 	__u8 addr[16];
@@ -186,7 +187,9 @@ static __always_inline int xvs_ours(void *data, void *data_end)
 			return 1;
 		if (addr_has(dst, XVS_ADDR_LADDR))
 			return 1;
-		if (l4_in(&nat_rs, src, ports[0], l4proto))
+		// A real server's packets to the director itself (health checks, management) are the
+		// kernel's; only those on their way to a client are NAT return traffic.
+		if (l4_in(&nat_rs, src, ports[0], l4proto) && !addr_has(dst, XVS_ADDR_LOCAL))
 			return 1;
 		return 0;
 	}
@@ -200,7 +203,8 @@ static __always_inline int xvs_ours(void *data, void *data_end)
 		error = icmp[0] >= 1 && icmp[0] <= 4;
 	if (!error)
 		return 0;
-	return addr_has(dst, XVS_ADDR_VIP | XVS_ADDR_LADDR) || addr_has(src, XVS_ADDR_NAT_RS);
+	return addr_has(dst, XVS_ADDR_VIP | XVS_ADDR_LADDR) ||
+	       (addr_has(src, XVS_ADDR_NAT_RS) && !addr_has(dst, XVS_ADDR_LOCAL));
 }
 
 SEC("xdp")

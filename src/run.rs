@@ -268,7 +268,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         &mut ids,
         generation,
     );
-    let (svcs, laddrs, nat) = snap.filter();
+    let (svcs, laddrs, nat, locals) = snap.filter();
     let published = Arc::new(Published::from_pointee(snap));
     let counters = Arc::new(DestCounters::default());
     let table = Arc::new(ConnTable::new(
@@ -282,7 +282,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     let iocfg = io_config(&cfg);
     let mut reports = Vec::new();
-    let mut workers = Workers::start_filtered(&iocfg, (&svcs, &laddrs, &nat), |_| {
+    let mut workers = Workers::start_filtered(&iocfg, (&svcs, &laddrs, &nat, &locals), |_| {
         let report = Arc::new(Mutex::new(Report::default()));
         reports.push(report.clone());
         Worker {
@@ -373,9 +373,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 &mut ids,
                 generation,
             );
-            let (s, l, n) = snap.filter();
+            let (s, l, n, o) = snap.filter();
             published.store(Arc::new(snap));
-            if let Err(e) = workers.set_filter(&s, &l, &n) {
+            if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
                 eprintln!("xvs: cannot update the packet filter: {e}");
             }
         }
@@ -394,5 +394,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     io_final.iter().for_each(|c| io.merge(c));
     let stats = collect(&reports, &mut HashSet::new());
     eprintln!("xvs: stopped: {}", format_counters(&stats, &io, table.len()));
+    let per: Vec<String> = io_final.iter().map(|c| c.rx.to_string()).collect();
+    eprintln!("xvs: frames received per worker: {}", per.join(" "));
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::stats::DropReason;
 use crate::types::{Addr, Dest, Mac, Method, Prefix, Proto, SchedKind};
 
 /// What the kernel-side filter must steal: services, FULLNAT local addresses, NAT real servers.
-pub type Filter = (Vec<(Proto, Addr, u16)>, Vec<Addr>, Vec<(Proto, Addr, u16)>);
+pub type Filter = (Vec<(Proto, Addr, u16)>, Vec<Addr>, Vec<(Proto, Addr, u16)>, Vec<Addr>);
 
 /// Key of a virtual service: protocol, VIP and port.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -302,7 +302,8 @@ impl ServiceTable {
         Ok(Hop { port, src, dst: mac })
     }
 
-    /// Every (proto, VIP, port), local address and NAT real server: what the XDP program must steal.
+    /// Every (proto, VIP, port), local address and NAT real server: what the XDP program must steal;
+    /// and the director's own addresses, to which real servers' packets are the kernel's.
     pub fn filter(&self) -> Filter {
         let svcs = self
             .services
@@ -313,7 +314,12 @@ impl ServiceTable {
         laddrs.sort();
         let mut nat: Vec<_> = self.nat_dests.iter().map(|k| (k.proto, k.addr, k.port)).collect();
         nat.sort();
-        (svcs, laddrs, nat)
+        let locals = self
+            .ports
+            .iter()
+            .flat_map(|p| p.addrs.iter().map(|a| Addr::from(a.addr)))
+            .collect();
+        (svcs, laddrs, nat, locals)
     }
 }
 

@@ -42,7 +42,7 @@ fn start_in_forwarder(
         enter(&f);
         let server: Addr = "198.18.2.11".parse::<std::net::IpAddr>().unwrap().into();
         let svc = [(Proto::Udp, server, 9000)];
-        let w = Workers::start_filtered(&c, (&svc, &[], &svc), |_| Swap).expect("start workers");
+        let w = Workers::start_filtered(&c, (&svc, &[], &svc, &[]), |_| Swap).expect("start workers");
         ready_tx.send(w.kind()).unwrap();
         let _ = stop_rx.recv_timeout(std::time::Duration::from_secs(20));
         w.stop()

@@ -81,7 +81,12 @@ impl Backend {
 }
 
 /// What the filter selects: virtual services `(proto, vip, vport)`, FULLNAT local addresses, NAT real servers `(proto, rip, rport)`.
-pub type FilterLists<'a> = (&'a [(Proto, Addr, u16)], &'a [Addr], &'a [(Proto, Addr, u16)]);
+pub type FilterLists<'a> = (
+    &'a [(Proto, Addr, u16)],
+    &'a [Addr],
+    &'a [(Proto, Addr, u16)],
+    &'a [Addr],
+);
 
 /// How often a worker publishes its counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(10);
@@ -256,8 +261,8 @@ impl Workers {
         filter: Option<FilterLists<'_>>,
     ) -> Result<(IoKind, XdpProgram, Vec<Backend>), IoError> {
         let mut prog = XdpProgram::attach(&cfg.interfaces, cfg.xdp_mode)?;
-        if let Some((s, l, n)) = filter {
-            prog.set_filter(s, l, n)?;
+        if let Some((s, l, n, o)) = filter {
+            prog.set_filter(s, l, n, o)?;
         }
         let queues: Vec<u32> = cfg.interfaces.iter().map(|i| rx_queues(i)).collect();
         let mut backends = Vec::with_capacity(cfg.workers);
@@ -273,8 +278,8 @@ impl Workers {
         filter: Option<FilterLists<'_>>,
     ) -> Result<(IoKind, XdpProgram, Vec<Backend>), IoError> {
         let mut prog = XdpProgram::attach_tc(&cfg.interfaces)?;
-        if let Some((s, l, n)) = filter {
-            prog.set_filter(s, l, n)?;
+        if let Some((s, l, n, o)) = filter {
+            prog.set_filter(s, l, n, o)?;
         }
         let mut backends = Vec::with_capacity(cfg.workers);
         for w in 0..cfg.workers {
@@ -294,9 +299,10 @@ impl Workers {
         services: &[(Proto, Addr, u16)],
         laddrs: &[Addr],
         nat_rs: &[(Proto, Addr, u16)],
+        locals: &[Addr],
     ) -> Result<(), IoError> {
         match &mut self.filter {
-            Some(f) => f.set_filter(services, laddrs, nat_rs),
+            Some(f) => f.set_filter(services, laddrs, nat_rs, locals),
             None => Ok(()),
         }
     }

@@ -29,6 +29,7 @@ const TC_PRIORITY: u32 = 0x7876;
 const ADDR_VIP: u8 = 1;
 const ADDR_LADDR: u8 = 2;
 const ADDR_NAT_RS: u8 = 4;
+const ADDR_LOCAL: u8 = 8;
 
 /// `struct xvs_l4_key`: address (16), port in network order (2), protocol (1), pad (1).
 type L4Key = [u8; 20];
@@ -51,8 +52,17 @@ fn l4_key(proto: Proto, addr: Addr, port: u16) -> L4Key {
 
 impl FilterSet {
     /// Keys for virtual services `(proto, vip, vport)`, FULLNAT local addresses and NAT real servers `(proto, rip, rport)`.
-    pub fn new(services: &[(Proto, Addr, u16)], laddrs: &[Addr], nat_rs: &[(Proto, Addr, u16)]) -> FilterSet {
+    /// `locals`: the director's own addresses, whose traffic from real servers is the kernel's.
+    pub fn new(
+        services: &[(Proto, Addr, u16)],
+        laddrs: &[Addr],
+        nat_rs: &[(Proto, Addr, u16)],
+        locals: &[Addr],
+    ) -> FilterSet {
         let mut s = FilterSet::default();
+        for a in locals {
+            *s.addrs.entry(a.0).or_default() |= ADDR_LOCAL;
+        }
         for &(p, a, port) in services {
             s.services.insert(l4_key(p, a, port));
             *s.addrs.entry(a.0).or_default() |= ADDR_VIP;
@@ -359,8 +369,9 @@ impl XdpProgram {
         services: &[(Proto, Addr, u16)],
         laddrs: &[Addr],
         nat_rs: &[(Proto, Addr, u16)],
+        locals: &[Addr],
     ) -> Result<(), IoError> {
-        let new = FilterSet::new(services, laddrs, nat_rs);
+        let new = FilterSet::new(services, laddrs, nat_rs, locals);
         for p in &self.ports {
             p.obj.apply(&self.current, &new)?;
         }
@@ -438,10 +449,12 @@ mod tests {
             &[(Proto::Tcp, vip, 80), (Proto::Udp, vip, 53)],
             &[lip, vip],
             &[(Proto::Tcp, lip, 8080)],
+            &[Addr::from_v4([198, 18, 2, 1])],
         );
         assert_eq!(s.services.len(), 2);
         assert_eq!(s.addrs[&vip.0], ADDR_VIP | ADDR_LADDR);
         assert_eq!(s.addrs[&lip.0], ADDR_LADDR | ADDR_NAT_RS);
         assert!(s.nat_rs.contains(&l4_key(Proto::Tcp, lip, 8080)));
+        assert_eq!(s.addrs[&Addr::from_v4([198, 18, 2, 1]).0], ADDR_LOCAL);
     }
 }
