@@ -102,7 +102,10 @@ pub fn tun(vips: &[IpAddr], dev: &str) -> Result<(), RealserverError> {
 pub fn attach_decap(dev: &str) -> Result<(), RealserverError> {
     let obj =
         crate::bpf::object("tun_decap").ok_or_else(|| RealserverError::Object("not built into this binary".into()))?;
-    let path = std::env::temp_dir().join(format!("xvs-tun_decap-{}.o", std::process::id()));
+    // Unique per call: threads of one process (the tests) attach concurrently.
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("xvs-tun_decap-{}-{seq}.o", std::process::id()));
     std::fs::write(&path, obj).map_err(|e| RealserverError::Object(e.to_string()))?;
     let path_s = path.to_string_lossy().into_owned();
     let res = cmd(&["tc", "qdisc", "replace", "dev", dev, "clsact"]).and_then(|_| {

@@ -86,7 +86,7 @@ impl Director {
             .unwrap();
         self.child = Some(child);
         let t = Instant::now();
-        while !self.log_text().contains("running") {
+        while !self.log_text().contains("SIGTERM stop\n") {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "xvs did not start:\n{}",
