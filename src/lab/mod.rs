@@ -425,7 +425,7 @@ pub fn describe(lab: &Lab) -> String {
     }
     let _ = write!(
         out,
-        "try:\n  xvs lab client --prefix {p} http 198.18.2.11:80 -n 10\n  \
+        "try (with xvs running in {p}-lb):\n  xvs lab client --prefix {p} http 198.18.0.10:80 -n 10\n  \
          ip netns exec {p}-lb curl -s http://198.18.2.12/\n  xvs lab status --prefix {p}\n  xvs lab down --prefix {p}\n"
     );
     out

@@ -2,7 +2,8 @@
 //! host, and a UDP echo server that prefixes its name. Pure std; nothing is logged per request.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -94,20 +95,136 @@ pub fn serve(opts: &ServeOpts) -> io::Result<()> {
 }
 
 fn udp_loop(sock: UdpSocket, name: &str) {
+    let pktinfo = enable_pktinfo(&sock).is_ok();
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(65536 + name.len() + 1);
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
     let head = out.len();
     loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+        let got = if pktinfo {
+            recv_with_dst(&sock, &mut buf)
+        } else {
+            sock.recv_from(&mut buf).map(|(n, f)| (n, f, None))
+        };
+        let Ok((n, from, dst)) = got else {
             continue;
         };
         out.truncate(head);
         out.extend_from_slice(&buf[..n]);
         // A lost echo is the client's to notice; UDP promises nothing more.
-        let _ = sock.send_to(&out, from);
+        let _ = match dst {
+            Some(dst) => send_from(&sock, &out, from, dst),
+            None => sock.send_to(&out, from).map(drop),
+        };
     }
+}
+
+/// Asks for each datagram's destination address: a DR or TUN real server must answer from the VIP
+/// it was addressed to, which a wildcard-bound socket does not do by itself.
+fn enable_pktinfo(sock: &UdpSocket) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the duration of the call on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Control buffer large enough for one `in6_pktinfo`, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Cmsg([u8; 64]);
+
+fn recv_with_dst(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<libc::in6_addr>)> {
+    // SAFETY: all-zero is a valid sockaddr_in6, msghdr and control buffer.
+    let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut ctl = Cmsg([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.0.as_mut_ptr().cast();
+    msg.msg_controllen = ctl.0.len();
+    // SAFETY: every pointer in msg refers to a live local buffer of the stated length.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut dst = None;
+    // SAFETY: msg was filled by recvmsg; the CMSG macros stay within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IPV6 && (*c).cmsg_type == libc::IPV6_PKTINFO {
+                let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                dst = Some(info.ipi6_addr);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let ip = Ipv6Addr::from(from.sin6_addr.s6_addr);
+    let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+    let from = SocketAddr::new(ip, u16::from_be(from.sin6_port));
+    Ok((n as usize, from, dst))
+}
+
+fn send_from(sock: &UdpSocket, data: &[u8], to: SocketAddr, src: libc::in6_addr) -> io::Result<()> {
+    let to6 = match to.ip() {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    };
+    // SAFETY: all-zero is a valid sockaddr_in6, msghdr and control buffer.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = to.port().to_be();
+    sa.sin6_addr.s6_addr = to6.octets();
+    let mut ctl = Cmsg([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32) } as usize;
+    // SAFETY: the control buffer (64 bytes) holds one in6_pktinfo cmsg; the kernel only reads
+    // the buffers msg points to, all alive for the call. Interface 0 lets routing pick the way out.
+    let n = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IPV6;
+        (*c).cmsg_type = libc::IPV6_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize;
+        let info = libc::in6_pktinfo {
+            ipi6_addr: src,
+            ipi6_ifindex: 0,
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+        libc::sendmsg(sock.as_raw_fd(), &msg, 0)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn accept_loop(listener: TcpListener, name: Arc<str>) {
@@ -358,6 +475,20 @@ mod tests {
         let mut buf = [0u8; 64];
         let (n, _) = c.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"rs7 ping 1");
+    }
+
+    #[test]
+    fn udp_echo_answers_from_the_address_it_was_sent_to() {
+        // 127.0.0.2 is local but not the source routing would pick (127.0.0.1), like a VIP on lo.
+        let s = servers("rs7");
+        let c = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let to = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 2), s.udp.port()));
+        c.send_to(b"x", to).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"rs7 x");
+        assert_eq!(from, to);
     }
 
     #[test]
