@@ -47,34 +47,11 @@ pub struct Servers {
 pub fn start(opts: &ServeOpts) -> io::Result<Servers> {
     let any = Ipv6Addr::UNSPECIFIED;
     let listener = TcpListener::bind((any, opts.http_port))?;
-    // One UDP socket per local address, so that every echo leaves from the address it was sent to
-    // (a DR or TUN VIP on lo, not the interface's own address). The dual-stack wildcard would
-    // conflict with them, so it serves only when no address could be bound (or the port is 0).
-    let mut extra = Vec::new();
-    if opts.udp_port != 0
-        && let Ok(addrs) = crate::io::netlink::Rtnl::open().and_then(|mut r| r.addrs())
-    {
-        for a in addrs {
-            let link_local = matches!(a.addr, std::net::IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
-            if !link_local && let Ok(s) = UdpSocket::bind((a.addr, opts.udp_port)) {
-                extra.push(s);
-            }
-        }
-    }
-    let udp = match extra.pop() {
-        Some(s) => s,
-        None => UdpSocket::bind((any, opts.udp_port))?,
-    };
+    let udp = UdpSocket::bind((any, opts.udp_port))?;
     let servers = Servers {
         http: listener.local_addr()?,
         udp: udp.local_addr()?,
     };
-    for sock in extra {
-        let n: Arc<str> = Arc::from(opts.name.as_str());
-        thread::Builder::new()
-            .name("udp-echo".into())
-            .spawn(move || udp_loop(sock, &n))?;
-    }
     let name: Arc<str> = Arc::from(opts.name.as_str());
     let n = name.clone();
     thread::Builder::new()
