@@ -80,6 +80,8 @@ pub struct Pipeline {
     pub stats: Stats,
     /// Next hops found missing, for the control thread to have the kernel resolve.
     pub unresolved: Vec<Addr>,
+    /// Next hops recently used, valid for the current snapshot only.
+    hops: Box<[Option<(Addr, Hop)>]>,
 }
 
 impl Pipeline {
@@ -94,6 +96,7 @@ impl Pipeline {
             counters,
             stats: Stats::default(),
             unresolved: Vec::new(),
+            hops: vec![None; HOP_CACHE].into_boxed_slice(),
         }
     }
 
@@ -120,6 +123,7 @@ impl Pipeline {
                 })
                 .collect();
             self.snap = new;
+            self.hops.fill(None);
         }
     }
 
@@ -363,7 +367,7 @@ impl Pipeline {
         };
         let c = match self.table.lookup(Dir::In, &t, p.tcp_flags, now) {
             Some(c) => {
-                if !self.snap.dest_alive(c.dest_id) && self.snap.services[si as usize].expire_nodest_conn {
+                if self.snap.services[si as usize].expire_nodest_conn && !self.snap.dest_alive(c.dest_id) {
                     self.table.remove(Dir::In, &t);
                     return Err(drop(DropReason::NoDest));
                 }
@@ -587,8 +591,19 @@ impl Pipeline {
         Ok(Verdict::PassToKernel)
     }
 
+    #[inline]
     fn hop(&mut self, dst: Addr) -> Step<Hop> {
-        self.snap.hop(dst).map_err(|r| {
+        let slot = hop_slot(dst);
+        if let Some((a, h)) = self.hops[slot]
+            && a == dst
+        {
+            return Ok(h);
+        }
+        let found = self.snap.hop(dst);
+        if let Ok(h) = found {
+            self.hops[slot] = Some((dst, h));
+        }
+        found.map_err(|r| {
             if r == DropReason::NoNeighbour
                 && self.unresolved.len() < MAX_PENDING_RESOLVE
                 && !self.unresolved.contains(&dst)
@@ -598,6 +613,17 @@ impl Pipeline {
             drop(r)
         })
     }
+}
+
+/// Slots of the per-worker next-hop cache (direct mapped).
+const HOP_CACHE: usize = 256;
+
+/// The cache slot of an address: a multiplicative hash of its last 32 bits. An attacker who aims
+/// many clients at one slot only costs the director a route lookup per packet, as without a cache.
+#[inline]
+fn hop_slot(a: Addr) -> usize {
+    let low = u32::from_ne_bytes([a.0[12], a.0[13], a.0[14], a.0[15]]);
+    (low.wrapping_mul(0x9e37_79b1) >> 24) as usize % HOP_CACHE
 }
 
 fn drop(r: DropReason) -> Verdict {

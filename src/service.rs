@@ -19,11 +19,19 @@ use crate::types::{Addr, Dest, Mac, Method, Prefix, Proto, SchedKind};
 pub type Filter = (Vec<(Proto, Addr, u16)>, Vec<Addr>, Vec<(Proto, Addr, u16)>, Vec<Addr>);
 
 /// Key of a virtual service: protocol, VIP and port.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SvcKey {
     pub proto: Proto,
     pub addr: Addr,
     pub port: u16,
+}
+
+impl std::hash::Hash for SvcKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128(u128::from_ne_bytes(self.addr.0));
+        h.write_u32(u32::from(self.port) << 8 | u32::from(self.proto.number()));
+    }
 }
 
 /// One virtual service in a snapshot.
@@ -143,8 +151,6 @@ pub struct ServiceTable {
     live_dests: HashSet<u32>,
     pub ports: Vec<Port>,
     pub fib: Fib,
-    /// Precomputed next hop of each real server, per service: `hops[svc][dest]`.
-    dest_hops: Vec<Vec<Result<Hop, DropReason>>>,
     /// Increases with every snapshot published; workers compare it to know when to re-fork schedulers.
     pub generation: u64,
 }
@@ -215,7 +221,6 @@ impl ServiceTable {
             live_dests: HashSet::new(),
             ports,
             fib,
-            dest_hops: Vec::new(),
             generation,
         };
         for vs in &cfg.services {
@@ -247,8 +252,6 @@ impl ServiceTable {
                     });
                 }
             }
-            let hops = dests.iter().map(|d| t.hop(d.addr)).collect();
-            t.dest_hops.push(hops);
             let laddrs: Vec<Addr> = vs.laddrs.iter().map(|&a| Addr::from(a)).collect();
             t.laddrs.extend(laddrs.iter().copied());
             t.vips.insert(key.addr);
@@ -286,11 +289,6 @@ impl ServiceTable {
     /// Whether a connection's real server is still in this snapshot.
     pub fn dest_alive(&self, id: u32) -> bool {
         self.live_dests.contains(&id)
-    }
-    /// The precomputed next hop of a service's real server.
-    #[inline]
-    pub fn dest_hop(&self, svc: u32, dest: usize) -> Result<Hop, DropReason> {
-        self.dest_hops[svc as usize][dest]
     }
 
     /// Next hop for any destination: route, then neighbour.

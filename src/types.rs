@@ -8,8 +8,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// An IPv4 or IPv6 address in one 16-byte form: IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
 ///
 /// The connection table and the schedulers key on this so that both families share one code path.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Addr(pub [u8; 16]);
+
+/// One 128-bit write: a derived `Hash` would hash a length prefix and sixteen bytes (hot path).
+impl std::hash::Hash for Addr {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128(u128::from_ne_bytes(self.0));
+    }
+}
 
 impl Addr {
     pub const UNSPECIFIED: Addr = Addr([0; 16]);

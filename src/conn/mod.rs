@@ -36,13 +36,23 @@ pub enum Dir {
 }
 
 /// A packet's 5-tuple as seen on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuple {
     pub proto: Proto,
     pub src: Addr,
     pub sport: u16,
     pub dst: Addr,
     pub dport: u16,
+}
+
+impl std::hash::Hash for Tuple {
+    /// Three writes: the two addresses and the ports with the protocol packed into one word.
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128(u128::from_ne_bytes(self.src.0));
+        h.write_u128(u128::from_ne_bytes(self.dst.0));
+        h.write_u64(u64::from(self.sport) << 24 | u64::from(self.dport) << 8 | u64::from(self.proto.number()));
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -361,6 +371,12 @@ impl ConnTable {
                 s
             }
             None => {
+                if sh.slab.len() == sh.slab.capacity() {
+                    // Grow by an eighth rather than double: at millions of entries a doubling
+                    // would leave up to half the slab unused.
+                    let more = (sh.slab.len() / 8).max(1024);
+                    sh.slab.reserve_exact(more);
+                }
                 sh.slab.push(Some(c));
                 (sh.slab.len() - 1) as u32
             }

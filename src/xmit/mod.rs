@@ -66,14 +66,23 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
         ip.set_hop_limit(p.ttl - 1);
     } else {
         let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3..p.end]);
+        // The header checksum follows incrementally too: TTL shares a word with the protocol.
+        let proto = u16::from(p.proto);
+        let mut hc = checksum::update16(
+            ip.checksum(),
+            u16::from(p.ttl) << 8 | proto,
+            u16::from(p.ttl - 1) << 8 | proto,
+        );
         if let Some((a, _)) = src {
+            hc = checksum::update(hc, addr_bytes(&p.src, false), addr_bytes(&a, false));
             ip.set_src_addr(a.to_ip4());
         }
         if let Some((a, _)) = dst {
+            hc = checksum::update(hc, addr_bytes(&p.dst, false), addr_bytes(&a, false));
             ip.set_dst_addr(a.to_ip4());
         }
         ip.set_ttl(p.ttl - 1);
-        ip.fill_checksum();
+        ip.set_checksum(hc);
     }
     let seg = &mut frame[p.l4..p.end];
     if p.proto == ip_proto::TCP {
