@@ -58,9 +58,12 @@ fn tuple(i: u32) -> Tuple {
 }
 
 fn filled(n: u32) -> (ConnTable, Instant) {
+    // 64 shards as a director with several workers would have; small tables get fewer, as the
+    // configuration's default gives them, so that no shard is full before the table is.
+    let shards = if n >= 100_000 { 64 } else { 4 };
     let cfg = TableConfig {
-        max_conns: n as usize + (n as usize / 4),
-        shards: 64,
+        max_conns: n as usize + (n as usize / 4) + 4096,
+        shards,
         timeouts: Timeouts::default(),
     };
     let t = ConnTable::new(cfg, Arc::new(DestCounters::default()));
