@@ -516,79 +516,66 @@ impl Pipeline {
             dst: q.src,
             dport: q.sport,
         };
-        if self.snap.is_vip(q.src) {
-            // From the client's side, about a reply of ours: goes to the real server.
-            let Some(c) = self.table.peek(Dir::In, &rev, now) else {
-                return if ours {
-                    Err(drop(DropReason::IcmpNoConnection))
-                } else {
-                    Ok(Verdict::PassToKernel)
-                };
-            };
-            if o.ttl <= 1 {
-                return Err(drop(DropReason::TtlExceeded));
-            }
-            let hop = self.hop(c.daddr)?;
-            let t = match c.method {
-                Method::Nat => Translation {
-                    outer_dst: Some(c.daddr),
-                    quoted_src: Some((c.daddr, c.dport)),
-                    ..Default::default()
-                },
-                Method::FullNat => Translation {
-                    outer_src: Some(c.laddr),
-                    outer_dst: Some(c.daddr),
-                    quoted_src: Some((c.daddr, c.dport)),
-                    quoted_dst: Some((c.laddr, c.lport)),
-                },
-                Method::Dr => {
-                    set_l2(frame.bytes_mut(), &hop);
-                    return Ok(Verdict::Forward { port: hop.port });
-                }
-                Method::Tun => return self.tunnel(frame, o.l3, o.end, &c, &hop, 0),
-            };
-            icmp::translate(frame.bytes_mut(), &o, &q, &t);
-            set_l2(frame.bytes_mut(), &hop);
-            return Ok(Verdict::Forward { port: hop.port });
-        }
-        if self.snap.is_laddr(q.src)
+        // From the client's side, about a reply of ours, it goes to the real server; from the real
+        // server's side, about a packet we sent it, it goes to the client.
+        let dir = if self.snap.is_vip(q.src) {
+            Dir::In
+        } else if self.snap.is_laddr(q.src)
             || self.snap.is_nat_dest(&SvcKey {
                 proto: q.proto,
                 addr: q.dst,
                 port: q.dport,
             })
         {
-            // From the real server's side, about a packet we sent it: goes to the client.
-            let Some(c) = self.table.peek(Dir::Out, &rev, now) else {
-                return if ours {
-                    Err(drop(DropReason::IcmpNoConnection))
-                } else {
-                    Ok(Verdict::PassToKernel)
-                };
+            Dir::Out
+        } else {
+            return Ok(Verdict::PassToKernel);
+        };
+        let Some(c) = self.table.peek(dir, &rev, now) else {
+            return if ours {
+                Err(drop(DropReason::IcmpNoConnection))
+            } else {
+                Ok(Verdict::PassToKernel)
             };
-            if o.ttl <= 1 {
-                return Err(drop(DropReason::TtlExceeded));
-            }
-            let hop = self.hop(c.caddr)?;
-            let t = match c.method {
-                Method::Nat => Translation {
-                    outer_src: Some(c.vaddr),
-                    quoted_dst: Some((c.vaddr, c.vport)),
-                    ..Default::default()
-                },
-                Method::FullNat => Translation {
-                    outer_src: Some(c.vaddr),
-                    outer_dst: Some(c.caddr),
-                    quoted_src: Some((c.caddr, c.cport)),
-                    quoted_dst: Some((c.vaddr, c.vport)),
-                },
-                Method::Dr | Method::Tun => return Ok(Verdict::PassToKernel),
-            };
-            icmp::translate(frame.bytes_mut(), &o, &q, &t);
-            set_l2(frame.bytes_mut(), &hop);
-            return Ok(Verdict::Forward { port: hop.port });
+        };
+        if o.ttl <= 1 {
+            return Err(drop(DropReason::TtlExceeded));
         }
-        Ok(Verdict::PassToKernel)
+        let hop = self.hop(if dir == Dir::In { c.daddr } else { c.caddr })?;
+        let t = match (dir, c.method) {
+            (Dir::In, Method::Nat) => Translation {
+                outer_dst: Some(c.daddr),
+                quoted_src: Some((c.daddr, c.dport)),
+                ..Default::default()
+            },
+            (Dir::In, Method::FullNat) => Translation {
+                outer_src: Some(c.laddr),
+                outer_dst: Some(c.daddr),
+                quoted_src: Some((c.daddr, c.dport)),
+                quoted_dst: Some((c.laddr, c.lport)),
+            },
+            (Dir::In, Method::Dr) => {
+                set_l2(frame.bytes_mut(), &hop);
+                return Ok(Verdict::Forward { port: hop.port });
+            }
+            (Dir::In, Method::Tun) => return self.tunnel(frame, o.l3, o.end, &c, &hop, 0),
+            (Dir::Out, Method::Nat) => Translation {
+                outer_src: Some(c.vaddr),
+                quoted_dst: Some((c.vaddr, c.vport)),
+                ..Default::default()
+            },
+            (Dir::Out, Method::FullNat) => Translation {
+                outer_src: Some(c.vaddr),
+                outer_dst: Some(c.caddr),
+                quoted_src: Some((c.caddr, c.cport)),
+                quoted_dst: Some((c.vaddr, c.vport)),
+            },
+            // DR and TUN replies bypass the director: no connection is found this way.
+            (Dir::Out, Method::Dr | Method::Tun) => return Ok(Verdict::PassToKernel),
+        };
+        icmp::translate(frame.bytes_mut(), &o, &q, &t);
+        set_l2(frame.bytes_mut(), &hop);
+        Ok(Verdict::Forward { port: hop.port })
     }
 
     #[inline]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
 use crate::config::Config;
-use crate::conn::{ConnTable, TableConfig};
+use crate::conn::ConnTable;
 use crate::pipeline::{Frame, HEADROOM, Pipeline, Published, Verdict};
 use crate::service::{DestIds, Port, ServiceTable, synthetic_mac};
 use crate::stats::Stats;
@@ -132,14 +132,7 @@ impl Offline {
         let snap = ServiceTable::build(cfg, ports.clone(), &[], neigh, &mut ids, 1);
         let published = Arc::new(Published::from_pointee(snap));
         let counters = Arc::new(DestCounters::default());
-        let table = Arc::new(ConnTable::new(
-            TableConfig {
-                max_conns: cfg.conn.max_conns,
-                shards: cfg.conn.shards,
-                timeouts: cfg.conn.timeouts,
-            },
-            counters.clone(),
-        ));
+        let table = Arc::new(ConnTable::new(cfg.conn.table(), counters.clone()));
         let pipeline = Pipeline::new(published.clone(), table.clone(), counters);
         Ok(Offline {
             pipeline,

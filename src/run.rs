@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, IoMode, Workers as WorkerSpec, XdpMode as CfgXdpMode};
-use crate::conn::{ConnTable, TableConfig};
+use crate::conn::ConnTable;
 use crate::io::netlink::{self, NUD_VALID, Rtnl};
 use crate::io::{IoConfig, IoCounters, IoKind, Process, Workers, XdpMode};
 use crate::pipeline::{Frame, Pipeline, Published, Verdict};
@@ -100,6 +100,13 @@ struct KernelView {
     neigh: Vec<(u16, Addr, Mac)>,
 }
 
+impl KernelView {
+    /// A service-table snapshot of `cfg` over these ports, routes and neighbours.
+    fn snapshot(&self, cfg: &Config, ids: &mut DestIds, generation: u64) -> ServiceTable {
+        ServiceTable::build(cfg, self.ports.clone(), &self.routes, &self.neigh, ids, generation)
+    }
+}
+
 fn kernel_view(rtnl: &mut Rtnl, cfg: &Config) -> Result<KernelView, RunError> {
     let links = rtnl.links().map_err(RunError::Netlink)?;
     let addrs = rtnl.addrs().map_err(RunError::Netlink)?;
@@ -177,7 +184,7 @@ fn warm_neighbours(rtnl: &mut Rtnl, cfg: &Config, view: &mut KernelView) {
     let mut ids = DestIds::default();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let snap = ServiceTable::build(cfg, view.ports.clone(), &view.routes, &view.neigh, &mut ids, 0);
+        let snap = view.snapshot(cfg, &mut ids, 0);
         let missing: Vec<Addr> = snap
             .services
             .iter()
@@ -260,25 +267,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     warm_neighbours(&mut rtnl, &cfg, &mut view);
     let mut ids = DestIds::default();
     let mut generation = 1;
-    let snap = ServiceTable::build(
-        &cfg,
-        view.ports.clone(),
-        &view.routes,
-        &view.neigh,
-        &mut ids,
-        generation,
-    );
+    let snap = view.snapshot(&cfg, &mut ids, generation);
     let (svcs, laddrs, nat, locals) = snap.filter();
     let published = Arc::new(Published::from_pointee(snap));
     let counters = Arc::new(DestCounters::default());
-    let table = Arc::new(ConnTable::new(
-        TableConfig {
-            max_conns: cfg.conn.max_conns,
-            shards: cfg.conn.shards,
-            timeouts: cfg.conn.timeouts,
-        },
-        counters.clone(),
-    ));
+    let table = Arc::new(ConnTable::new(cfg.conn.table(), counters.clone()));
 
     let iocfg = io_config(&cfg);
     let mut reports = Vec::new();
@@ -365,14 +358,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         if rebuild {
             generation += 1;
-            let snap = ServiceTable::build(
-                &cfg,
-                view.ports.clone(),
-                &view.routes,
-                &view.neigh,
-                &mut ids,
-                generation,
-            );
+            let snap = view.snapshot(&cfg, &mut ids, generation);
             let (s, l, n, o) = snap.filter();
             published.store(Arc::new(snap));
             if let Err(e) = workers.set_filter(&s, &l, &n, &o) {

@@ -86,6 +86,17 @@ pub struct ConnSettings {
     pub timeouts: Timeouts,
 }
 
+impl ConnSettings {
+    /// The connection table's settings.
+    pub fn table(&self) -> crate::conn::TableConfig {
+        crate::conn::TableConfig {
+            max_conns: self.max_conns,
+            shards: self.shards,
+            timeouts: self.timeouts,
+        }
+    }
+}
+
 /// A virtual service (keepalived's `virtual_server`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualServer {
