@@ -599,3 +599,39 @@ fn icmpv6_port_unreachable_from_a_fullnat_real_server() {
     assert_eq!(u16::from_be_bytes([qudp[0], qudp[1]]), CPORT);
     assert_eq!(u16::from_be_bytes([qudp[2], qudp[3]]), 7);
 }
+
+/// The real server a frame was sent to, read by etherparse.
+fn dst_of(frame: &[u8]) -> [u8; 4] {
+    match SlicedPacket::from_ethernet(frame).unwrap().net {
+        Some(NetSlice::Ipv4(ip)) => ip.header().destination(),
+        other => panic!("not IPv4: {other:?}"),
+    }
+}
+
+/// A persistent service sends every connection of one client network to the same real server
+/// while its template lives (rr would otherwise rotate), and other networks are scheduled anew.
+#[test]
+fn persistence_keeps_a_client_network_on_one_server() {
+    let mut d = director();
+    let now = Instant::now();
+    let vip = [198, 18, 0, 20];
+    let open = |d: &mut Offline, src: [u8; 4], port: u16, at: Instant| {
+        let f = frame(CLI, LB0, Ip::V4(src, vip), 64, P::Tcp, port, 80, Seg::Syn, b"");
+        let (v, out) = run(d, &f, 0, at);
+        assert_eq!(v, Verdict::Forward { port: 1 });
+        dst_of(&out)
+    };
+    let first = open(&mut d, CIP4, 40000, now);
+    for (i, src) in [CIP4, CIP4, [198, 18, 1, 77], [198, 18, 1, 200]]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            open(&mut d, src, 40001 + i as u16, now),
+            first,
+            "same /24 -> same server"
+        );
+    }
+    // Another /24 is scheduled by rr: the next server, not the first.
+    assert_ne!(open(&mut d, [198, 19, 0, 1], 40100, now), first);
+}
