@@ -535,10 +535,12 @@ impl ConnTable {
         let start = pos % STRIDE;
         if start >= sh.slab.len() {
             // This shard is done: move the cursor to the next one, and age its templates.
+            // Unless another worker already moved it on.
             let next = ((si + 1) & self.mask) * STRIDE;
-            let _ = self
-                .cursor
-                .compare_exchange(pos + budget, next, Ordering::Relaxed, Ordering::Relaxed);
+            let mask = self.mask;
+            let _ = self.cursor.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                ((c / STRIDE) & mask == si).then_some(next)
+            });
             sh.templates.retain(|_, t| t.expires > now_ns || t.controls > 0);
             return 0;
         }

@@ -47,10 +47,10 @@ pub fn encapsulate(
     // The new Ethernet header sits OVERHEAD bytes before the old one (any VLAN tag is dropped: the
     // pipeline only serves untagged frames), the outer IPv4 header right before the inner packet.
     let inner_at = frame.start + l3;
-    let eth_at = inner_at - OVERHEAD - 14;
-    if inner_at < OVERHEAD + 14 {
+    let Some(eth_at) = inner_at.checked_sub(OVERHEAD + 14) else {
+        // No headroom to write the outer header into.
         return Err(TunError::Drop(DropReason::TooBig));
-    }
+    };
     let eth = EthernetRepr {
         src: hop.src,
         dst: hop.dst,
