@@ -279,10 +279,9 @@ impl ConnTable {
         let slot = self.find(&sh, dir, t)?;
         let c = sh.slab[slot as usize].as_mut()?;
         if c.expires <= now_ns {
-            let dead = *c;
             let tpl = self.unlink(&mut sh, slot);
             drop(sh);
-            self.release_template(tpl, &dead);
+            self.release_template(tpl);
             return None;
         }
         let was_active = c.active();
@@ -453,7 +452,7 @@ impl ConnTable {
         self.shard_of(&k.1, k.3)
     }
 
-    fn release_template(&self, key: Option<TemplateKey>, _c: &Conn) {
+    fn release_template(&self, key: Option<TemplateKey>) {
         if let Some(key) = key {
             let mut ts = self.lock(self.template_shard(&key));
             if let Some(t) = ts.templates.get_mut(&key) {
@@ -469,7 +468,7 @@ impl ConnTable {
         let c = sh.slab[slot as usize]?;
         let tpl = self.unlink(&mut sh, slot);
         drop(sh);
-        self.release_template(tpl, &c);
+        self.release_template(tpl);
         Some(c)
     }
 
@@ -549,16 +548,15 @@ impl ConnTable {
         let mut n = 0;
         for slot in start..end {
             if sh.slab[slot].is_some_and(|c| c.expires <= now_ns) {
-                let c = sh.slab[slot].expect("checked just above");
                 if let Some(k) = self.unlink(&mut sh, slot as u32) {
-                    released.push((k, c));
+                    released.push(k);
                 }
                 n += 1;
             }
         }
         drop(sh);
-        for (k, c) in released {
-            self.release_template(Some(k), &c);
+        for k in released {
+            self.release_template(Some(k));
         }
         n
     }
