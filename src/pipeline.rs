@@ -492,6 +492,7 @@ impl Pipeline {
             drop(match e {
                 InsertError::Full => DropReason::TableFull,
                 InsertError::LaddrExhausted => DropReason::LaddrExhausted,
+                InsertError::Conflict => DropReason::ConnConflict,
             })
         })?;
         self.stats.conns += 1;

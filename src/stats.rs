@@ -51,6 +51,9 @@ drop_reasons! {
     TableFull => "table_full",
     /// No free local address and port in the FULLNAT pool.
     LaddrExhausted => "laddr_exhausted",
+    /// A new NAT/DR/TUN connection would look, from its real server, exactly like a live one
+    /// (same client address and port to the same server port, through another virtual service).
+    ConnConflict => "conn_conflict",
     /// No route to the next hop.
     NoRoute => "no_route",
     /// The next hop's MAC address is not known (yet).

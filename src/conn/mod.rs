@@ -86,6 +86,8 @@ pub enum InsertError {
     Full,
     /// No free local port in the FULLNAT pool.
     LaddrExhausted,
+    /// An established connection has the same real-server-side tuple (see [`ConnTable::insert`]).
+    Conflict,
 }
 
 /// One connection: the client, virtual, real-server and (FULLNAT) local endpoints, its state and
@@ -315,6 +317,13 @@ impl ConnTable {
     /// Creates a connection in the state its first packet gives it. FULLNAT takes a local address
     /// from `laddrs` and a port of the client's shard. If another worker created the same inbound
     /// tuple meanwhile, that connection is returned instead.
+    ///
+    /// Without FULLNAT, two virtual services that share a real server port make the same
+    /// real-server-side tuple when one client reuses its source port for both: the server cannot
+    /// tell such connections apart, and neither could the reverse lookup. A new connection
+    /// therefore replaces an old one on that tuple that is no longer established (closing,
+    /// TIME_WAIT, half open, UDP), as the server's own stack would, and is refused while the old
+    /// one is established.
     pub fn insert(&self, n: &NewConn, laddrs: &[Addr], tcp_flags: u8, now: Instant) -> Result<Conn, InsertError> {
         let now_ns = self.ns(now);
         let tin = Tuple {
@@ -364,6 +373,16 @@ impl ConnTable {
             c.state = c.state.next(c.way(Dir::In), tcp_flags);
         }
         c.expires = now_ns + c.state.timeout(&self.timeouts).as_nanos() as u64;
+        let mut replaced = None;
+        if n.method != Method::FullNat
+            && let Some(old) = self.find(&sh, Dir::Out, &c.out_tuple())
+            && let Some(o) = sh.slab[old as usize]
+        {
+            if o.expires > now_ns && o.active() {
+                return Err(InsertError::Conflict);
+            }
+            replaced = Some(self.unlink(&mut sh, old));
+        }
         let slot = match sh.free.pop() {
             Some(s) => {
                 sh.slab[s as usize] = Some(c);
@@ -392,6 +411,9 @@ impl ConnTable {
         index.insert_unique(hout, slot | OUT_BIT, rehash);
         sh.len += 1;
         drop(sh);
+        if let Some(tpl) = replaced {
+            self.release_template(tpl);
+        }
         let ctr = self.counters.get(c.dest_id);
         if c.active() { &ctr.active } else { &ctr.inactive }.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = n.persist_prefix {

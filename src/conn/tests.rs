@@ -362,3 +362,29 @@ fn concurrent_sweeps_reach_every_shard() {
     }
     assert_eq!(t.len(), 0);
 }
+
+#[test]
+fn same_server_tuple_through_two_services_replaces_a_closing_connection_and_refuses_a_live_one() {
+    let (t, counters) = table(1000, 8);
+    let now = Instant::now();
+    let first = new(Method::Nat, Proto::Tcp, 40000);
+    let mut second = first;
+    second.vport = 81;
+    second.dest_id = 2;
+    // The first is half open: the second (same client port, same server port) takes its place.
+    let c1 = t.insert(&first, &[], SYN, now).unwrap();
+    let c2 = t.insert(&second, &[], SYN, now).unwrap();
+    assert_eq!(tout(&c1), tout(&c2));
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.lookup(Dir::Out, &tout(&c2), SYN | ACK, now).unwrap().vport, 81);
+    assert!(t.peek(Dir::In, &tin(&first), now).is_none());
+    assert_eq!(counters.get(1).inactive.load(Ordering::Relaxed), 0);
+    // Established: a third through the first service is refused while it lives.
+    t.lookup(Dir::In, &tin(&second), ACK, now).unwrap();
+    assert_eq!(t.insert(&first, &[], SYN, now), Err(InsertError::Conflict));
+    // Once it closes, the port can be reused.
+    t.lookup(Dir::In, &tin(&second), FIN | ACK, now).unwrap();
+    t.lookup(Dir::Out, &tout(&c2), FIN | ACK, now).unwrap();
+    assert!(t.insert(&first, &[], SYN, now).is_ok());
+    assert_eq!(t.lookup(Dir::Out, &tout(&c1), SYN | ACK, now).unwrap().vport, 80);
+}
