@@ -4,6 +4,7 @@
 //! [`pipeline::Verdict`]; the I/O shells (AF_XDP, AF_PACKET, pcap replay) move frames in and out.
 
 pub mod bpf;
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod io;

@@ -83,6 +83,12 @@ enum LabCmd {
         http_port: u16,
         #[arg(long, default_value_t = 7)]
         udp_port: u16,
+        /// Also serve HTTP over TLS on this port, with a certificate for "xvs-lab" from a new CA.
+        #[arg(long)]
+        https_port: Option<u16>,
+        /// Write that CA's certificate (PEM) here, for clients that verify.
+        #[arg(long)]
+        ca_out: Option<std::path::PathBuf>,
     },
     /// Send test traffic from the lab's client namespace and print per-server counts.
     Client {
@@ -179,10 +185,14 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             name,
             http_port,
             udp_port,
+            https_port,
+            ca_out,
         }) => serve::serve(&serve::ServeOpts {
             name,
             http_port,
             udp_port,
+            https_port,
+            ca_out,
         })?,
         Cmd::Lab(LabCmd::Client { p, what }) => {
             let ns = Netns::existing(&format!("{}-cli", p.prefix));

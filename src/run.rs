@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::check::HealthChecks;
 use crate::config::{self, Config, IoMode, Workers as WorkerSpec, XdpMode as CfgXdpMode};
 use crate::conn::ConnTable;
 use crate::io::netlink::{self, NUD_VALID, Rtnl};
@@ -104,6 +105,20 @@ impl KernelView {
     /// A service-table snapshot of `cfg` over these ports, routes and neighbours.
     fn snapshot(&self, cfg: &Config, ids: &mut DestIds, generation: u64) -> ServiceTable {
         ServiceTable::build(cfg, self.ports.clone(), &self.routes, &self.neigh, ids, generation)
+    }
+
+    /// The snapshot of `cfg` as health checks make it; the return traffic of servers they took
+    /// out is still recognised.
+    fn healthy_snapshot(
+        &self,
+        cfg: &Config,
+        health: &HealthChecks,
+        ids: &mut DestIds,
+        generation: u64,
+    ) -> ServiceTable {
+        let mut snap = self.snapshot(&health.effective(cfg), ids, generation);
+        snap.keep_return_path(cfg);
+        snap
     }
 }
 
@@ -264,10 +279,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     let mut rtnl = Rtnl::open().map_err(RunError::Netlink)?;
     let mut view = kernel_view(&mut rtnl, &cfg)?;
-    warm_neighbours(&mut rtnl, &cfg, &mut view);
+    let mut health = HealthChecks::new(&cfg, Instant::now());
+    warm_neighbours(&mut rtnl, &health.effective(&cfg), &mut view);
     let mut ids = DestIds::default();
     let mut generation = 1;
-    let snap = view.snapshot(&cfg, &mut ids, generation);
+    let snap = view.healthy_snapshot(&cfg, &health, &mut ids, generation);
     let (svcs, laddrs, nat, locals) = snap.filter();
     let published = Arc::new(Published::from_pointee(snap));
     let counters = Arc::new(DestCounters::default());
@@ -291,10 +307,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     };
     let names: Vec<&str> = cfg.interfaces.iter().map(|i| i.name.as_str()).collect();
     eprintln!(
-        "xvs: running: {} services, {} worker(s) on {kind}, interfaces {}; SIGHUP reloads, SIGINT/SIGTERM stop",
+        "xvs: running: {} services, {} worker(s) on {kind}, interfaces {}, {} health checkers; SIGHUP reloads, SIGINT/SIGTERM stop",
         cfg.services.len(),
         iocfg.workers,
-        names.join(", ")
+        names.join(", "),
+        health.len()
     );
 
     let collect = |reports: &[Arc<Mutex<Report>>], unresolved: &mut HashSet<Addr>| {
@@ -311,8 +328,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut last_stats = Instant::now();
     let mut unresolved = HashSet::new();
     while !term.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        let mut rebuild = false;
+        // The health checkers' sockets and programs are this loop's sleep.
+        let mut rebuild = health.poll(&cfg, Duration::from_millis(50));
+        for line in health.log.drain(..) {
+            eprintln!("xvs: {line}");
+        }
         if hup.swap(false, Ordering::Relaxed) {
             match load(opts.config.as_deref()) {
                 Err(e) => eprintln!("xvs: reload refused, the running configuration stays:\n{e}"),
@@ -330,6 +350,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                         eprintln!("xvs: note: [conn] max_conns and shards take effect at the next start");
                     }
                     cfg = new;
+                    health.reconfigure(&cfg, Instant::now());
                     rebuild = true;
                     eprintln!("xvs: reloaded: {} services", cfg.services.len());
                 }
@@ -338,6 +359,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         collect(&reports, &mut unresolved);
         let mut refresh_now = false;
         for a in unresolved.drain() {
+            eprintln!("xvs: no MAC for next hop {a}: asking the kernel to resolve it");
             let _ = netlink::resolve(a.to_ip());
             // Look again soon: the kernel usually answers within milliseconds.
             refresh_now = true;
@@ -358,7 +380,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         if rebuild {
             generation += 1;
-            let snap = view.snapshot(&cfg, &mut ids, generation);
+            let snap = view.healthy_snapshot(&cfg, &health, &mut ids, generation);
             let (s, l, n, o) = snap.filter();
             published.store(Arc::new(snap));
             if let Err(e) = workers.set_filter(&s, &l, &n, &o) {

@@ -271,6 +271,21 @@ impl ServiceTable {
         t
     }
 
+    /// Keeps recognising the return traffic of every NAT real server `cfg` lists, also those that
+    /// health checks took out of this snapshot: their connections live on (as in IPVS, unless
+    /// `expire_nodest_conn`), and their replies must still be translated back.
+    pub fn keep_return_path(&mut self, cfg: &Config) {
+        for vs in cfg.services.iter().filter(|vs| vs.method == crate::types::Method::Nat) {
+            for rs in &vs.real_servers {
+                self.nat_dests.insert(SvcKey {
+                    proto: vs.proto,
+                    addr: Addr::from(rs.addr),
+                    port: rs.port,
+                });
+            }
+        }
+    }
+
     /// The service a packet to (proto, addr, port) belongs to.
     #[inline]
     pub fn service(&self, key: &SvcKey) -> Option<u32> {

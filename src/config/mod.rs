@@ -2,6 +2,7 @@
 //! below that the rest of xvs uses. A file is accepted whole or refused whole, with every error
 //! found, each naming the file, the line, the key and the reason.
 
+mod check;
 mod raw;
 mod resolve;
 
@@ -112,6 +113,43 @@ pub struct VirtualServer {
     pub laddrs: Vec<IpAddr>,
     pub expire_nodest_conn: bool,
     pub real_servers: Vec<RealServer>,
+    /// Health checking of the real servers as a whole: quorum and the sorry server.
+    pub health: ServiceHealth,
+}
+
+/// keepalived's service-level health options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    /// Sum of the weights of live real servers under which the service has lost its quorum.
+    pub quorum: u32,
+    /// Quorum is regained at `quorum + hysteresis` and lost under `quorum - hysteresis`.
+    pub hysteresis: u32,
+    /// Run (through `sh -c`) when the quorum is regained, and when it is lost.
+    pub quorum_up: Option<String>,
+    pub quorum_down: Option<String>,
+    /// Takes the service while the quorum is lost.
+    pub sorry_server: Option<SorryServer>,
+}
+
+impl Default for ServiceHealth {
+    fn default() -> Self {
+        ServiceHealth {
+            quorum: 1,
+            hysteresis: 0,
+            quorum_up: None,
+            quorum_down: None,
+            sorry_server: None,
+        }
+    }
+}
+
+/// keepalived's `sorry_server IP PORT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SorryServer {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Keep it in the table with weight 0 while the quorum holds (keepalived's `sorry_server_inhibit`).
+    pub inhibit: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,11 +159,89 @@ pub struct Persistence {
     pub prefix_len: u8,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RealServer {
     pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
+    /// On failure keep the server with weight 0 (its connections drain) instead of removing it.
+    pub inhibit_on_failure: bool,
+    /// Run (through `sh -c`) when the server comes up or goes down.
+    pub notify_up: Option<String>,
+    pub notify_down: Option<String>,
+    /// The server is up when every one of its checkers says so; none means always up.
+    pub checks: Vec<Check>,
+}
+
+/// One checker of a real server (keepalived's `TCP_CHECK`, `HTTP_GET`, `SSL_GET`, `MISC_CHECK`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub kind: CheckKind,
+    /// Where to connect: the real server's address and port unless `connect_ip`/`connect_port` say.
+    pub connect: std::net::SocketAddr,
+    /// Source address and port (`bindto`, `bind_port`).
+    pub bind: Option<std::net::SocketAddr>,
+    /// Whole-probe deadline: connect, request and answer (`connect_timeout`).
+    pub timeout: Duration,
+    pub policy: crate::check::Policy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// Every URL answers with an expected status (and digest): HTTP_GET, or SSL_GET when `tls` is set.
+    Http(HttpCheck),
+    /// A program's exit status says (MISC_CHECK).
+    Misc(MiscCheck),
+}
+
+impl CheckKind {
+    /// keepalived's name for the checker.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "TCP_CHECK",
+            CheckKind::Http(h) if h.tls.is_some() => "SSL_GET",
+            CheckKind::Http(_) => "HTTP_GET",
+            CheckKind::Misc(_) => "MISC_CHECK",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub urls: Vec<Url>,
+    /// Host header; the connect address when absent.
+    pub virtualhost: Option<String>,
+    /// Request line version: `HTTP/1.0` (keepalived's default) or `HTTP/1.1` (sent with Connection: close).
+    pub http11: bool,
+    pub tls: Option<TlsCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub path: String,
+    /// Inclusive ranges of accepted status codes (keepalived's default: any 2xx).
+    pub status: Vec<(u16, u16)>,
+    /// MD5 of the body, as keepalived's `genhash` prints it.
+    pub digest: Option<[u8; 16]>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsCheck {
+    /// Check the server's certificate chain and name (against `ca_file`); off by default, as keepalived's SSL_GET.
+    pub verify: bool,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Server name sent in SNI (and checked when verifying): `virtualhost` or the connect address.
+    pub sni: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MiscCheck {
+    /// A command line, run through `sh -c`.
+    pub path: String,
+    /// Exit 2..=255 means up with weight status - 2 (keepalived's `misc_dynamic`).
+    pub dynamic: bool,
 }
 
 /// One problem with a configuration file.
@@ -255,13 +371,34 @@ impl fmt::Display for Config {
                 s.name
             )?;
             for r in &s.real_servers {
+                let checks: Vec<String> = r
+                    .checks
+                    .iter()
+                    .map(|c| match &c.kind {
+                        CheckKind::Misc(_) => format!("{} every {:?}", c.kind.name(), c.policy.interval),
+                        _ => format!(
+                            "{} {} every {:?}",
+                            c.kind.name(),
+                            sock(c.connect.ip(), c.connect.port()),
+                            c.policy.interval
+                        ),
+                    })
+                    .collect();
+                let checks = if checks.is_empty() {
+                    String::new()
+                } else {
+                    format!("  checked by {}", checks.join(", "))
+                };
                 writeln!(
                     f,
-                    "  -> {:<28} {:<7} {}",
+                    "  -> {:<28} {:<7} {}{checks}",
                     sock(r.addr, r.port),
                     method_word(s.method),
                     r.weight
                 )?;
+            }
+            if let Some(sorry) = &s.health.sorry_server {
+                writeln!(f, "  sorry server {}", sock(sorry.addr, sorry.port))?;
             }
         }
         Ok(())

@@ -99,8 +99,24 @@ pub struct RawVirtualServer {
     pub mh_table_size: Option<S<i64>>,
     pub laddr: Option<S<Vec<String>>>,
     pub expire_nodest_conn: Option<S<bool>>,
+    /// Seconds between health checks of every real server (a checker may set its own).
+    pub delay_loop: Option<S<toml::Value>>,
+    pub alpha: Option<S<bool>>,
+    pub quorum: Option<S<i64>>,
+    pub hysteresis: Option<S<i64>>,
+    pub quorum_up: Option<S<String>>,
+    pub quorum_down: Option<S<String>>,
+    pub sorry_server: Option<S<RawSorryServer>>,
+    pub sorry_server_inhibit: Option<S<bool>>,
     #[serde(default)]
     pub real_server: Vec<S<RawRealServer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSorryServer {
+    pub address: S<String>,
+    pub port: Option<S<i64>>,
 }
 
 /// keepalived's `real_server` block.
@@ -110,4 +126,54 @@ pub struct RawRealServer {
     pub address: S<String>,
     pub port: Option<S<i64>>,
     pub weight: Option<S<i64>>,
+    pub inhibit_on_failure: Option<S<bool>>,
+    pub notify_up: Option<S<String>>,
+    pub notify_down: Option<S<String>>,
+    #[serde(rename = "TCP_CHECK")]
+    pub tcp_check: Option<S<RawCheck>>,
+    #[serde(rename = "HTTP_GET")]
+    pub http_get: Option<S<RawCheck>>,
+    #[serde(rename = "SSL_GET")]
+    pub ssl_get: Option<S<RawCheck>>,
+    #[serde(rename = "MISC_CHECK")]
+    pub misc_check: Option<S<RawCheck>>,
+}
+
+/// Every option of every checker; `resolve` refuses those that do not apply to the block's kind.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub connect_ip: Option<S<String>>,
+    pub connect_port: Option<S<i64>>,
+    pub bindto: Option<S<String>>,
+    pub bind_port: Option<S<i64>>,
+    /// Seconds, integer or decimal.
+    pub connect_timeout: Option<S<toml::Value>>,
+    pub retry: Option<S<i64>>,
+    /// keepalived's older name for `retry`.
+    pub nb_get_retry: Option<S<i64>>,
+    pub delay_before_retry: Option<S<toml::Value>>,
+    pub delay_loop: Option<S<toml::Value>>,
+    pub rise: Option<S<i64>>,
+    pub fall: Option<S<i64>>,
+    pub alpha: Option<S<bool>>,
+    #[serde(default)]
+    pub url: Vec<S<RawUrl>>,
+    pub virtualhost: Option<S<String>>,
+    pub http_protocol: Option<S<String>>,
+    pub verify_cert: Option<S<bool>>,
+    pub ca_file: Option<S<String>>,
+    pub enable_sni: Option<S<bool>>,
+    pub misc_path: Option<S<String>>,
+    pub misc_timeout: Option<S<toml::Value>>,
+    pub misc_dynamic: Option<S<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUrl {
+    pub path: S<String>,
+    /// A code, a "200-299" range, or a list of either.
+    pub status_code: Option<S<toml::Value>>,
+    pub digest: Option<S<String>>,
 }

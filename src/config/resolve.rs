@@ -9,10 +9,10 @@ use super::raw::{RawConfig, RawTimeouts, RawVirtualServer, S};
 use super::*;
 
 /// Collects errors against one file.
-struct Errs<'t> {
+pub(super) struct Errs<'t> {
     file: &'t str,
     text: &'t str,
-    list: Vec<ConfigError>,
+    pub(super) list: Vec<ConfigError>,
 }
 
 impl Errs<'_> {
@@ -23,7 +23,7 @@ impl Errs<'_> {
             .count()
             + 1
     }
-    fn at(&mut self, span: Range<usize>, key: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn at(&mut self, span: Range<usize>, key: impl Into<String>, reason: impl Into<String>) {
         let line = Some(self.line(&span));
         self.list.push(ConfigError {
             file: self.file.into(),
@@ -33,7 +33,7 @@ impl Errs<'_> {
         });
     }
     /// An integer within `lo..=hi`, or an error.
-    fn int<T: TryFrom<i64>>(&mut self, v: &S<i64>, key: &str, lo: i64, hi: i64) -> Option<T> {
+    pub(super) fn int<T: TryFrom<i64>>(&mut self, v: &S<i64>, key: &str, lo: i64, hi: i64) -> Option<T> {
         let n = *v.get_ref();
         if n < lo || n > hi {
             self.at(v.span(), key, format!("{n} is out of range {lo}..={hi}"));
@@ -41,7 +41,7 @@ impl Errs<'_> {
         }
         T::try_from(n).ok()
     }
-    fn ip(&mut self, v: &S<String>, key: &str) -> Option<IpAddr> {
+    pub(super) fn ip(&mut self, v: &S<String>, key: &str) -> Option<IpAddr> {
         match v.get_ref().parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -50,7 +50,7 @@ impl Errs<'_> {
             }
         }
     }
-    fn parse<T: std::str::FromStr<Err = String>>(&mut self, v: &S<String>, key: &str) -> Option<T> {
+    pub(super) fn parse<T: std::str::FromStr<Err = String>>(&mut self, v: &S<String>, key: &str) -> Option<T> {
         match v.get_ref().parse() {
             Ok(x) => Some(x),
             Err(e) => {
@@ -490,6 +490,8 @@ fn service(e: &mut Errs, r: &RawVirtualServer, i: usize) -> Option<VirtualServer
         _ => {}
     }
 
+    let inherited = super::check::inherited(e, r, &k);
+    let health = super::check::service_health(e, r, &k, vip, port, method);
     let mut real_servers = Vec::new();
     let mut seen = HashSet::new();
     for (j, rs) in r.real_server.iter().enumerate() {
@@ -523,6 +525,8 @@ fn service(e: &mut Errs, r: &RawVirtualServer, i: usize) -> Option<VirtualServer
                 format!("DR and TUN cannot change the port: {rp} differs from the virtual server's {vp}"),
             );
         }
+        let (checks, notify_up, notify_down) = super::check::server_checks(e, rs, &rk, addr, rport, &inherited);
+        let inhibit_on_failure = rs.inhibit_on_failure.as_ref().is_some_and(|v| *v.get_ref());
         if let (Some(addr), Some(rport), Some(weight)) = (addr, rport, weight) {
             if !seen.insert((addr, rport)) {
                 e.at(
@@ -535,6 +539,10 @@ fn service(e: &mut Errs, r: &RawVirtualServer, i: usize) -> Option<VirtualServer
                 addr,
                 port: rport,
                 weight,
+                inhibit_on_failure,
+                notify_up,
+                notify_down,
+                checks,
             });
         }
     }
@@ -563,6 +571,7 @@ fn service(e: &mut Errs, r: &RawVirtualServer, i: usize) -> Option<VirtualServer
         laddrs,
         expire_nodest_conn,
         real_servers,
+        health,
     })
 }
 
@@ -597,9 +606,14 @@ mod tests {
             vec![RealServer {
                 addr: "198.18.2.11".parse().unwrap(),
                 port: 80,
-                weight: 1
+                weight: 1,
+                inhibit_on_failure: false,
+                notify_up: None,
+                notify_down: None,
+                checks: vec![],
             }]
         );
+        assert_eq!(s.health, ServiceHealth::default());
         assert_eq!(s.name, "tcp 198.18.0.10:80");
         assert_eq!(c.conn.max_conns, 1 << 20);
         assert!(c.conn.shards.is_power_of_two());
@@ -739,6 +753,150 @@ mod tests {
             "virtual_server[1]",
             "duplicate virtual server",
             4,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { url = [{ path = \"/\" }] }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.url",
+            "TCP_CHECK has no option url",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nHTTP_GET = { connect_timeout = 3 }\n",
+            "virtual_server[0].real_server[0].HTTP_GET.url",
+            "needs at least one url",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nHTTP_GET = { url = [{ path = \"index.html\" }] }\n",
+            "virtual_server[0].real_server[0].HTTP_GET.url[0].path",
+            "absolute path",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nHTTP_GET = { url = [{ path = \"/\", status_code = 700 }] }\n",
+            "virtual_server[0].real_server[0].HTTP_GET.url[0].status_code",
+            "not a status code",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nHTTP_GET = { url = [{ path = \"/\", digest = \"abc\" }] }\n",
+            "virtual_server[0].real_server[0].HTTP_GET.url[0].digest",
+            "MD5 digest",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nHTTP_GET = { url = [{ path = \"/\" }], http_protocol = \"2\" }\n",
+            "virtual_server[0].real_server[0].HTTP_GET.http_protocol",
+            "not 1.0",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nHTTP_GET = { url = [{ path = \"/\" }], verify_cert = true }\n",
+            "virtual_server[0].real_server[0].HTTP_GET.verify_cert",
+            "HTTP_GET has no option verify_cert",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nSSL_GET = { url = [{ path = \"/\" }], ca_file = \"/x.pem\" }\n",
+            "virtual_server[0].real_server[0].SSL_GET.ca_file",
+            "only with verify_cert",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { connect_timeout = 0 }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.connect_timeout",
+            "out of range",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { connect_timeout = \"3s\" }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.connect_timeout",
+            "not a number of seconds",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { retry = 2, fall = 3 }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.fall",
+            "not both",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { retry = 2, nb_get_retry = 3 }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.retry",
+            "not both",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { rise = 0 }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.rise",
+            "out of range",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { bindto = \"2001:2::1\" }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.bindto",
+            "not of the family",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { misc_path = \"true\" }\n",
+            "virtual_server[0].real_server[0].TCP_CHECK.misc_path",
+            "has no option misc_path",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nTCP_CHECK = { connect_time = 3 }\n",
+            "",
+            "unknown field `connect_time`",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nMISC_CHECK = { misc_timeout = 3 }\n",
+            "virtual_server[0].real_server[0].MISC_CHECK.misc_path",
+            "needs misc_path",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nMISC_CHECK = { misc_path = \"true\", connect_port = 80 }\n",
+            "virtual_server[0].real_server[0].MISC_CHECK.connect_port",
+            "MISC_CHECK has no option connect_port",
+            6,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\ndelay_loop = -1\n",
+            "virtual_server[0].delay_loop",
+            "out of range",
+            4,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\nquorum = 2\nhysteresis = 2\n",
+            "virtual_server[0].hysteresis",
+            "smaller than the quorum",
+            5,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\nsorry_server = { address = \"2001:2::9\" }\n",
+            "virtual_server[0].sorry_server.address",
+            "address family",
+            4,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\nlb_kind = \"DR\"\nsorry_server = { address = \"198.18.2.9\", port = 8080 }\n",
+            "virtual_server[0].sorry_server.port",
+            "cannot change the port",
+            5,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\nsorry_server_inhibit = true\n",
+            "virtual_server[0].sorry_server_inhibit",
+            "no sorry_server",
+            4,
+        ),
+        (
+            "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\n[[virtual_server.real_server]]\naddress = \"198.18.2.11\"\nnotify_up = \" \"\n",
+            "virtual_server[0].real_server[0].notify_up",
+            "empty command",
+            6,
         ),
     ];
 

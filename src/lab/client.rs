@@ -279,6 +279,8 @@ mod tests {
             name: "rs5".into(),
             http_port: 0,
             udp_port: 0,
+            https_port: None,
+            ca_out: None,
         })
         .unwrap();
         let http: SocketAddr = ([127, 0, 0, 1], s.http.port()).into();

@@ -1,7 +1,9 @@
 //! The lab's real-server applications (`xvs lab serve`): a threaded HTTP/1.1 server that names its
-//! host, and a UDP echo server that prefixes its name. Pure std; nothing is logged per request.
+//! host, and a UDP echo server that prefixes its name; optionally the same HTTP server over TLS
+//! (rustls, with a certificate from a throwaway lab CA) for SSL_GET checks. Nothing is logged per
+//! request.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -32,7 +34,15 @@ pub struct ServeOpts {
     pub http_port: u16,
     /// UDP port of the echo server (0 picks one).
     pub udp_port: u16,
+    /// TCP port of the HTTPS server, if any (0 picks one).
+    pub https_port: Option<u16>,
+    /// Where to write the lab CA's certificate (PEM), which signed the HTTPS server's certificate
+    /// for the name [`TLS_NAME`].
+    pub ca_out: Option<std::path::PathBuf>,
 }
+
+/// The name in the HTTPS server's certificate.
+pub const TLS_NAME: &str = "xvs-lab";
 
 /// Running servers: their bound addresses.
 #[derive(Debug)]
@@ -41,6 +51,8 @@ pub struct Servers {
     pub http: SocketAddr,
     /// Where the UDP echo server listens.
     pub udp: SocketAddr,
+    /// Where the HTTPS server listens.
+    pub https: Option<SocketAddr>,
 }
 
 /// Binds both servers on all addresses (IPv6 socket, dual stack) and serves them on background threads.
@@ -48,15 +60,26 @@ pub fn start(opts: &ServeOpts) -> io::Result<Servers> {
     let any = Ipv6Addr::UNSPECIFIED;
     let listener = TcpListener::bind((any, opts.http_port))?;
     let udp = UdpSocket::bind((any, opts.udp_port))?;
+    let tls = match opts.https_port {
+        Some(p) => Some((TcpListener::bind((any, p))?, tls_server(opts.ca_out.as_deref())?)),
+        None => None,
+    };
     let servers = Servers {
         http: listener.local_addr()?,
         udp: udp.local_addr()?,
+        https: tls.as_ref().map(|t| t.0.local_addr()).transpose()?,
     };
     let name: Arc<str> = Arc::from(opts.name.as_str());
     let n = name.clone();
     thread::Builder::new()
         .name("http-accept".into())
-        .spawn(move || accept_loop(listener, n))?;
+        .spawn(move || accept_loop(listener, n, None))?;
+    if let Some((l, cfg)) = tls {
+        let n = name.clone();
+        thread::Builder::new()
+            .name("https-accept".into())
+            .spawn(move || accept_loop(l, n, Some(cfg)))?;
+    }
     thread::Builder::new()
         .name("udp-echo".into())
         .spawn(move || udp_loop(udp, &name))?;
@@ -204,7 +227,34 @@ fn send_from(sock: &UdpSocket, data: &[u8], to: SocketAddr, src: libc::in6_addr)
     Ok(())
 }
 
-fn accept_loop(listener: TcpListener, name: Arc<str>) {
+/// A server configuration whose certificate (for [`TLS_NAME`] and the loopback addresses) is
+/// signed by a CA made on the spot; the CA's certificate goes to `ca_out` for clients that verify.
+fn tls_server(ca_out: Option<&std::path::Path>) -> io::Result<Arc<rustls::ServerConfig>> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let err = |e: rcgen::Error| io::Error::other(e.to_string());
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "xvs lab CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let leaf = CertificateParams::new(vec![TLS_NAME.to_string(), "127.0.0.1".into(), "::1".into()]).map_err(err)?;
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
+    if let Some(path) = ca_out {
+        std::fs::write(path, ca_cert.pem())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone(), ca_cert.der().clone()], der.into())
+        .map_err(io::Error::other)?;
+    Ok(Arc::new(cfg))
+}
+
+fn accept_loop(listener: TcpListener, name: Arc<str>, tls: Option<Arc<rustls::ServerConfig>>) {
     let live = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -212,9 +262,9 @@ fn accept_loop(listener: TcpListener, name: Arc<str>) {
             live.fetch_sub(1, Ordering::Relaxed);
             continue;
         }
-        let (name, conn_live) = (name.clone(), live.clone());
+        let (name, conn_live, tls) = (name.clone(), live.clone(), tls.clone());
         let spawned = thread::Builder::new().spawn(move || {
-            let _ = handle_conn(stream, &name);
+            let _ = serve_conn(stream, &name, tls);
             conn_live.fetch_sub(1, Ordering::Relaxed);
         });
         if spawned.is_err() {
@@ -273,13 +323,26 @@ fn read_request<R: BufRead>(r: &mut R) -> io::Result<Option<Request>> {
     }
 }
 
-fn handle_conn(stream: TcpStream, name: &str) -> io::Result<()> {
+fn serve_conn(stream: TcpStream, name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     stream.set_read_timeout(Some(IDLE))?;
     stream.set_nodelay(true)?;
-    let mut w = stream.try_clone()?;
+    match tls {
+        None => handle_conn(stream, name),
+        Some(cfg) => {
+            let conn = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
+            let mut s = rustls::StreamOwned::new(conn, stream);
+            handle_conn(&mut s, name)?;
+            s.conn.send_close_notify();
+            s.flush()
+        }
+    }
+}
+
+fn handle_conn<S: Read + Write>(stream: S, name: &str) -> io::Result<()> {
     let mut r = BufReader::new(stream);
     let body_name = format!("{name}\n");
     while let Some(req) = read_request(&mut r)? {
+        let w = r.get_mut();
         let conn = if req.close { "close" } else { "keep-alive" };
         if req.method != "GET" {
             write!(
@@ -377,6 +440,8 @@ mod tests {
             name: name.into(),
             http_port: 0,
             udp_port: 0,
+            https_port: None,
+            ca_out: None,
         })
         .unwrap()
     }
