@@ -167,7 +167,7 @@ fn ssl_get_with_and_without_certificate_checks() {
     let s = lab_server("tls1", true, Some(dir.clone()));
     let port = s.https.unwrap().port();
     let digest = md5hex(b"tls1\n");
-    // keepalived's default: any certificate.
+    // keepalived's default: any certificate, here one signed by an unknown CA...
     let c = check(
         local(port),
         &format!("SSL_GET = {{ url = [{{ path = \"/\", digest = \"{digest}\" }}] }}"),
@@ -195,6 +195,13 @@ fn ssl_get_with_and_without_certificate_checks() {
         matches!(probe(&c), Outcome::Down(r) if r.starts_with("TLS")),
         "name mismatch must fail"
     );
+    // ... or a self-signed one.
+    let selfsigned = lab_server("tls2", true, None);
+    let c = check(
+        local(selfsigned.https.unwrap().port()),
+        "SSL_GET = { url = [{ path = \"/\" }] }",
+    );
+    assert_eq!(probe(&c), UP);
     // Plain HTTP against the TLS port fails.
     let c = check(
         local(port),
@@ -471,5 +478,41 @@ fn keepalived_defaults() {
             assert!(!h.http11 && h.tls.is_none());
         }
         k => panic!("{k:?}"),
+    }
+}
+
+#[test]
+fn hundreds_of_servers_on_one_thread() {
+    // 300 real servers behind 300 listeners, checked every 50 ms by the calling thread alone.
+    let listeners: Vec<TcpListener> = (0..300).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let mut text = String::from("[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\ndelay_loop = 0.05\n");
+    for l in &listeners {
+        text += &format!(
+            "[[virtual_server.real_server]]\naddress = \"127.0.0.1\"\nport = {}\nTCP_CHECK = {{ connect_timeout = 1, retry = 0 }}\n",
+            l.local_addr().unwrap().port()
+        );
+    }
+    let cfg = config::parse(&text, "t").unwrap();
+    let mut h = HealthChecks::new(&cfg, Instant::now());
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let before = threads();
+    let t0 = Instant::now();
+    while h.status().iter().any(|s| s.last.is_none()) {
+        h.poll(&cfg, Duration::from_millis(20));
+        assert!(t0.elapsed() < Duration::from_secs(5), "not every server was checked");
+    }
+    assert!(h.status().iter().all(|s| s.up && s.last == Some(UP)));
+    assert!(threads() <= before, "the checks started threads");
+    // Half of them go away: exactly those leave.
+    let (gone, _kept): (Vec<_>, Vec<_>) = listeners.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    drop(gone);
+    let t0 = Instant::now();
+    while h.effective(&cfg).services[0].real_servers.len() != 150 {
+        h.poll(&cfg, Duration::from_millis(20));
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{} left",
+            h.effective(&cfg).services[0].real_servers.len()
+        );
     }
 }

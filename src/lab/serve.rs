@@ -36,8 +36,8 @@ pub struct ServeOpts {
     pub udp_port: u16,
     /// TCP port of the HTTPS server, if any (0 picks one).
     pub https_port: Option<u16>,
-    /// Where to write the lab CA's certificate (PEM), which signed the HTTPS server's certificate
-    /// for the name [`TLS_NAME`].
+    /// Sign the HTTPS server's certificate (for the name [`TLS_NAME`]) with a new CA and write the
+    /// CA's certificate (PEM) here; without it the certificate is self-signed.
     pub ca_out: Option<std::path::PathBuf>,
 }
 
@@ -227,29 +227,34 @@ fn send_from(sock: &UdpSocket, data: &[u8], to: SocketAddr, src: libc::in6_addr)
     Ok(())
 }
 
-/// A server configuration whose certificate (for [`TLS_NAME`] and the loopback addresses) is
-/// signed by a CA made on the spot; the CA's certificate goes to `ca_out` for clients that verify.
+/// A server configuration for [`TLS_NAME`] and the loopback addresses: self-signed, or, when
+/// `ca_out` is given, signed by a CA made on the spot whose certificate goes there (for clients
+/// that verify).
 fn tls_server(ca_out: Option<&std::path::Path>) -> io::Result<Arc<rustls::ServerConfig>> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let err = |e: rcgen::Error| io::Error::other(e.to_string());
-    let ca_key = KeyPair::generate().map_err(err)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "xvs lab CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
     let key = KeyPair::generate().map_err(err)?;
     let leaf = CertificateParams::new(vec![TLS_NAME.to_string(), "127.0.0.1".into(), "::1".into()]).map_err(err)?;
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
-    if let Some(path) = ca_out {
-        std::fs::write(path, ca_cert.pem())?;
-    }
+    let chain = match ca_out {
+        None => vec![leaf.self_signed(&key).map_err(err)?.der().clone()],
+        Some(path) => {
+            let ca_key = KeyPair::generate().map_err(err)?;
+            let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name.push(rcgen::DnType::CommonName, "xvs lab CA");
+            let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+            let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(err)?;
+            std::fs::write(path, ca_cert.pem())?;
+            vec![cert.der().clone(), ca_cert.der().clone()]
+        }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone(), ca_cert.der().clone()], der.into())
+        .with_single_cert(chain, der.into())
         .map_err(io::Error::other)?;
     Ok(Arc::new(cfg))
 }
