@@ -2,4 +2,5 @@
 //! (`packet`), the sans-IO per-instance state machine (`instance`) and the engine that drives the
 //! instances over raw sockets, netlink and child processes (`io`).
 
+pub mod instance;
 pub mod packet;
