@@ -4,6 +4,7 @@
 
 mod raw;
 mod resolve;
+pub mod vrrp;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -24,6 +25,8 @@ pub struct Config {
     pub neighbours: Vec<Neighbour>,
     pub conn: ConnSettings,
     pub services: Vec<VirtualServer>,
+    /// VRRP instances, sync groups and scripts (`[[vrrp_instance]]` and friends).
+    pub vrrp: vrrp::Vrrp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

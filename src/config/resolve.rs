@@ -9,21 +9,21 @@ use super::raw::{RawConfig, RawTimeouts, RawVirtualServer, S};
 use super::*;
 
 /// Collects errors against one file.
-struct Errs<'t> {
+pub(super) struct Errs<'t> {
     file: &'t str,
     text: &'t str,
-    list: Vec<ConfigError>,
+    pub(super) list: Vec<ConfigError>,
 }
 
 impl Errs<'_> {
-    fn line(&self, span: &Range<usize>) -> usize {
+    pub(super) fn line(&self, span: &Range<usize>) -> usize {
         self.text[..span.start.min(self.text.len())]
             .bytes()
             .filter(|&b| b == b'\n')
             .count()
             + 1
     }
-    fn at(&mut self, span: Range<usize>, key: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn at(&mut self, span: Range<usize>, key: impl Into<String>, reason: impl Into<String>) {
         let line = Some(self.line(&span));
         self.list.push(ConfigError {
             file: self.file.into(),
@@ -33,7 +33,7 @@ impl Errs<'_> {
         });
     }
     /// An integer within `lo..=hi`, or an error.
-    fn int<T: TryFrom<i64>>(&mut self, v: &S<i64>, key: &str, lo: i64, hi: i64) -> Option<T> {
+    pub(super) fn int<T: TryFrom<i64>>(&mut self, v: &S<i64>, key: &str, lo: i64, hi: i64) -> Option<T> {
         let n = *v.get_ref();
         if n < lo || n > hi {
             self.at(v.span(), key, format!("{n} is out of range {lo}..={hi}"));
@@ -41,7 +41,7 @@ impl Errs<'_> {
         }
         T::try_from(n).ok()
     }
-    fn ip(&mut self, v: &S<String>, key: &str) -> Option<IpAddr> {
+    pub(super) fn ip(&mut self, v: &S<String>, key: &str) -> Option<IpAddr> {
         match v.get_ref().parse() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -50,7 +50,7 @@ impl Errs<'_> {
             }
         }
     }
-    fn parse<T: std::str::FromStr<Err = String>>(&mut self, v: &S<String>, key: &str) -> Option<T> {
+    pub(super) fn parse<T: std::str::FromStr<Err = String>>(&mut self, v: &S<String>, key: &str) -> Option<T> {
         match v.get_ref().parse() {
             Ok(x) => Some(x),
             Err(e) => {
@@ -143,6 +143,7 @@ pub fn resolve(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             services.push(s);
         }
     }
+    let vrrp = super::vrrp::resolve(&mut e, &raw.vrrp_instance, &raw.vrrp_sync_group, &raw.vrrp_script);
     if e.list.is_empty() {
         Ok(Config {
             global,
@@ -151,6 +152,7 @@ pub fn resolve(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             neighbours,
             conn,
             services,
+            vrrp,
         })
     } else {
         e.list.sort_by_key(|x| x.line);
