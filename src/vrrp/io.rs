@@ -277,6 +277,8 @@ fn tx_socket(ifname: &str, ifindex: u32, src: IpAddr) -> Result<OwnedFd, IoError
         }
         IpAddr::V6(a) => {
             setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, &0xc0i32, "IPV6_TCLASS")?;
+            // A link-local address may still be tentative (DAD) when we start: bind anyway.
+            setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, &1i32, "IPV6_FREEBIND")?;
             setopt(
                 raw,
                 libc::IPPROTO_IPV6,
