@@ -255,14 +255,13 @@ impl Proc {
     fn signal(&mut self, sig: i32) {
         // keepalived: the parent first, so that it does not restart its VRRP child.
         let mut pids = vec![self.child.id() as i32];
-        if let Some(f) = &self.vrrp_pid
+        if sig == libc::SIGKILL
+            && let Some(f) = &self.vrrp_pid
             && let Some(p) = std::fs::read_to_string(f)
                 .ok()
                 .and_then(|s| s.trim().parse::<i32>().ok())
         {
-            if sig == libc::SIGKILL {
-                pids.push(p);
-            }
+            pids.push(p);
         }
         for p in pids {
             // SAFETY: plain syscall on a pid this test started.

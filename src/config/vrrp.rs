@@ -571,6 +571,15 @@ fn instance(e: &mut Errs, s: &S<RawVrrpInstance>, i: usize, scripts: &HashSet<St
             (&r.notify, "notify"),
         ],
     );
+    if let Some(v) = &r.use_vmac
+        && *v.get_ref()
+    {
+        e.at(
+            v.span(),
+            format!("{k}.use_vmac"),
+            "not supported yet: xvs sends from the interface's own MAC",
+        );
+    }
     let checksum_form = match r.checksum_pseudo_header.as_ref().map(|v| *v.get_ref()) {
         Some(false) => ChecksumForm::Plain,
         _ => ChecksumForm::Pseudo,
@@ -786,13 +795,13 @@ group = ["VI_1", "VI_6"]
                 8,
             ),
             (
-                format!("[[vrrp_script]]\nname = \"s\"\nscript = \"\"\n"),
+                "[[vrrp_script]]\nname = \"s\"\nscript = \"\"\n".to_string(),
                 "vrrp_script[0].script",
                 "empty script",
                 3,
             ),
             (
-                format!("[[vrrp_script]]\nname = \"s\"\nscript = \"x\"\ninterval = \"1s\"\n"),
+                "[[vrrp_script]]\nname = \"s\"\nscript = \"x\"\ninterval = \"1s\"\n".to_string(),
                 "vrrp_script[0].interval",
                 "want seconds",
                 4,

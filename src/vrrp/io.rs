@@ -577,10 +577,11 @@ impl Engine {
         // SAFETY: `fds` is a live array of the length passed; `ts` a valid timespec.
         let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
         if n > 0 {
-            for r in 0..self.rx.len() {
-                if fds[r].revents & libc::POLLIN != 0 {
-                    self.receive(r, &mut events);
-                }
+            let ready: Vec<usize> = (0..self.rx.len())
+                .filter(|&r| fds[r].revents & libc::POLLIN != 0)
+                .collect();
+            for r in ready {
+                self.receive(r, &mut events);
             }
         }
         let now = Instant::now();
