@@ -17,5 +17,6 @@ pub mod sched;
 pub mod service;
 pub mod stats;
 pub mod types;
+pub mod vrrp;
 pub mod wire;
 pub mod xmit;

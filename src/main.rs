@@ -40,6 +40,12 @@ enum Cmd {
         /// Where to write the transmitted frames (pcap).
         output: PathBuf,
     },
+    /// Run only VRRP (root), like `keepalived -P`, until SIGINT/SIGTERM (then priority 0 is sent).
+    Vrrp {
+        /// Configuration file with [[vrrp_instance]] sections.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Build, inspect and remove the namespace lab; run its servers and clients.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -165,6 +171,7 @@ fn load_config(path: Option<&PathBuf>) -> Result<xvs::config::Config, ExitCode> 
 fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } => unreachable!("handled in main"),
+        Cmd::Vrrp { config } => xvs::vrrp::run_standalone(&config)?,
         Cmd::Lab(LabCmd::Up { p, queues }) => {
             let opts = lab::LabOpts {
                 prefix: p.prefix,
@@ -223,10 +230,16 @@ fn print_counts(c: &client::Counts) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `xvs vrrp` logs every transition (info) by default.
+    let default_level = if matches!(cli.cmd, Cmd::Vrrp { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();

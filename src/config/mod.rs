@@ -5,6 +5,7 @@
 mod check;
 mod raw;
 mod resolve;
+pub mod vrrp;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -25,6 +26,8 @@ pub struct Config {
     pub neighbours: Vec<Neighbour>,
     pub conn: ConnSettings,
     pub services: Vec<VirtualServer>,
+    /// VRRP instances, sync groups and scripts (`[[vrrp_instance]]` and friends).
+    pub vrrp: vrrp::Vrrp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

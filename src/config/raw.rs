@@ -19,6 +19,12 @@ pub struct RawConfig {
     pub neighbour: Vec<S<RawNeighbour>>,
     #[serde(default)]
     pub virtual_server: Vec<S<RawVirtualServer>>,
+    #[serde(default)]
+    pub vrrp_instance: Vec<S<super::vrrp::RawVrrpInstance>>,
+    #[serde(default)]
+    pub vrrp_sync_group: Vec<S<super::vrrp::RawVrrpSyncGroup>>,
+    #[serde(default)]
+    pub vrrp_script: Vec<S<super::vrrp::RawVrrpScript>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -16,7 +16,7 @@ pub(super) struct Errs<'t> {
 }
 
 impl Errs<'_> {
-    fn line(&self, span: &Range<usize>) -> usize {
+    pub(super) fn line(&self, span: &Range<usize>) -> usize {
         self.text[..span.start.min(self.text.len())]
             .bytes()
             .filter(|&b| b == b'\n')
@@ -143,6 +143,7 @@ pub fn resolve(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             services.push(s);
         }
     }
+    let vrrp = super::vrrp::resolve(&mut e, &raw.vrrp_instance, &raw.vrrp_sync_group, &raw.vrrp_script);
     if e.list.is_empty() {
         Ok(Config {
             global,
@@ -151,6 +152,7 @@ pub fn resolve(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             neighbours,
             conn,
             services,
+            vrrp,
         })
     } else {
         e.list.sort_by_key(|x| x.line);

@@ -351,6 +351,91 @@ impl Rtnl {
     }
 }
 
+const RTM_DELADDR: u16 = 21;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_CREATE: u16 = 0x400;
+const IFA_F_NODAD: u8 = 0x02;
+
+impl Rtnl {
+    /// Sends one request and waits for its acknowledgement; the kernel's errno on failure.
+    fn request(&mut self, ty: u16, flags: u16, body: &[u8]) -> Result<(), std::io::Error> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = NLMSG_HDR + body.len();
+        let mut req = Vec::with_capacity(len);
+        req.extend_from_slice(&(len as u32).to_ne_bytes());
+        req.extend_from_slice(&ty.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
+        req.extend_from_slice(&self.seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(body);
+        // SAFETY: `req` is a live buffer of the length passed; the kernel is the default destination.
+        if unsafe { libc::send(self.fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; 8192];
+        // Bounded: SO_RCVTIMEO (2 s) ends each recv; stale answers of older requests are skipped.
+        for _ in 0..16 {
+            // SAFETY: `buf` is writable for its length.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let b = &buf[..n as usize];
+            let seq_ok = u32_at(b, 8) == Some(self.seq);
+            for (mty, body) in messages(b) {
+                if mty == NLMSG_ERROR && seq_ok {
+                    let errno = u32_at(body, 0).map(|e| e as i32).unwrap_or(0);
+                    return if errno == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::from_raw_os_error(-errno))
+                    };
+                }
+            }
+        }
+        Err(std::io::Error::from(std::io::ErrorKind::TimedOut))
+    }
+
+    fn addr_body(ifindex: u32, p: Prefix) -> Vec<u8> {
+        let (family, bytes, flags) = match p.addr {
+            IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec(), 0),
+            // No duplicate address detection: a VIP must answer at once, as keepalived does it.
+            IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec(), IFA_F_NODAD),
+        };
+        let mut b = vec![family, p.len, flags, 0];
+        b.extend_from_slice(&ifindex.to_ne_bytes());
+        for ty in [2u16, 1] {
+            b.extend_from_slice(&((4 + bytes.len()) as u16).to_ne_bytes());
+            b.extend_from_slice(&ty.to_ne_bytes());
+            b.extend_from_slice(&bytes);
+        }
+        b
+    }
+
+    /// Adds (or refreshes) address `p` on interface `ifindex`; an IPv6 one skips DAD.
+    pub fn addr_add(&mut self, ifindex: u32, p: Prefix) -> Result<(), IoError> {
+        let body = Self::addr_body(ifindex, p);
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &body)
+            .map_err(|err| IoError::Sys {
+                what: format!("add address {p} on ifindex {ifindex}"),
+                err,
+            })
+    }
+
+    /// Removes address `p` from interface `ifindex`; absent already is success.
+    pub fn addr_del(&mut self, ifindex: u32, p: Prefix) -> Result<(), IoError> {
+        let body = Self::addr_body(ifindex, p);
+        match self.request(RTM_DELADDR, 0, &body) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) || e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            r => r.map_err(|err| IoError::Sys {
+                what: format!("remove address {p} from ifindex {ifindex}"),
+                err,
+            }),
+        }
+    }
+}
+
 /// Makes the kernel resolve `addr`'s MAC address: sends one empty UDP datagram to its discard
 /// port (9) through a connected socket, which makes the kernel send ARP or a neighbour
 /// solicitation; the answer appears in [`Rtnl::neighbours`]. The datagram itself is harmless.
