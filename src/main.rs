@@ -70,6 +70,10 @@ enum LabCmd {
         /// RX/TX queues per veth.
         #[arg(long, default_value_t = 1)]
         queues: u16,
+        /// Two directors (PREFIX-lb and PREFIX-lb2) behind floating gateways 198.18.1.254 and
+        /// 198.18.2.254, for VRRP (IPv4 only).
+        #[arg(long)]
+        ha: bool,
     },
     /// Remove the lab's namespaces and everything running in them.
     Down {
@@ -172,11 +176,12 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } => unreachable!("handled in main"),
         Cmd::Vrrp { config } => xvs::vrrp::run_standalone(&config)?,
-        Cmd::Lab(LabCmd::Up { p, queues }) => {
+        Cmd::Lab(LabCmd::Up { p, queues, ha }) => {
             let opts = lab::LabOpts {
                 prefix: p.prefix,
                 queues,
                 serve_exe: Some(std::env::current_exe()?),
+                ha,
             };
             let lab = lab::Lab::up(&opts, &mut |_| {})?;
             print!("{}", lab::describe(&lab));

@@ -45,6 +45,122 @@ pub enum RunError {
     Io(crate::io::IoError),
     #[error("signals: {0}")]
     Signal(std::io::Error),
+    #[error("VRRP: {0}")]
+    Vrrp(String),
+}
+
+/// VRRP runs on a thread of its own, as keepalived runs it in a process of its own: its timers
+/// (10 ms adverts) must not wait behind health checks, netlink dumps or reloads.
+struct VrrpThread {
+    handle: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    events: std::sync::mpsc::Receiver<crate::vrrp::Event>,
+    /// Every address some instance manages: services on them are served only while it is master.
+    managed: HashSet<IpAddr>,
+    /// Addresses of the instances that are master now.
+    masters: HashSet<IpAddr>,
+}
+
+impl VrrpThread {
+    fn start(cfg: &Config) -> Result<Option<VrrpThread>, RunError> {
+        if cfg.vrrp.instances.is_empty() {
+            return Ok(None);
+        }
+        let managed = cfg
+            .vrrp
+            .instances
+            .iter()
+            .flat_map(|i| i.vips.iter().map(|p| p.addr))
+            .collect();
+        let (ev_tx, events) = std::sync::mpsc::channel();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (cfg.clone(), stop.clone());
+        let handle = std::thread::Builder::new()
+            .name("vrrp".into())
+            .spawn(move || {
+                let mut engine = match crate::vrrp::Engine::new(&c) {
+                    Ok(e) => {
+                        let _ = ready_tx.send(Ok(()));
+                        e
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                while !st.load(Ordering::Relaxed) {
+                    for ev in engine.poll(Duration::from_millis(20)) {
+                        let _ = ev_tx.send(ev);
+                    }
+                }
+                // Priority 0 so that a backup takes over at once, VIPs removed, notify_stop.
+                for ev in engine.shutdown() {
+                    let _ = ev_tx.send(ev);
+                }
+            })
+            .map_err(|e| RunError::Vrrp(e.to_string()))?;
+        match ready.recv() {
+            Ok(Ok(())) => Ok(Some(VrrpThread {
+                handle: Some(handle),
+                stop,
+                events,
+                managed,
+                masters: HashSet::new(),
+            })),
+            Ok(Err(e)) => Err(RunError::Vrrp(e)),
+            Err(_) => Err(RunError::Vrrp("the VRRP thread ended at start".into())),
+        }
+    }
+
+    /// Takes the mastership changes that arrived; true if the served VIPs changed.
+    fn follow(&mut self) -> bool {
+        let mut changed = false;
+        while let Ok(ev) = self.events.try_recv() {
+            use crate::vrrp::Event;
+            let (what, instance, vips, master) = match ev {
+                Event::Master { instance, vips } => ("MASTER", instance, vips, true),
+                Event::Backup { instance, vips } => ("BACKUP", instance, vips, false),
+                Event::Fault { instance, vips } => ("FAULT", instance, vips, false),
+                Event::Stopped { instance, vips } => ("STOP", instance, vips, false),
+            };
+            let list: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
+            eprintln!(
+                "xvs: vrrp: {instance} is {what}: {} the services on {}",
+                if master { "serving" } else { "not serving" },
+                list.join(", ")
+            );
+            for v in vips {
+                changed |= if master {
+                    self.masters.insert(v)
+                } else {
+                    self.masters.remove(&v)
+                };
+            }
+        }
+        changed
+    }
+
+    /// The configuration without the services whose VIP belongs to an instance that is not master.
+    fn served(&self, mut cfg: Config) -> Config {
+        cfg.services
+            .retain(|s| !self.managed.contains(&s.vip) || self.masters.contains(&s.vip));
+        cfg
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.follow();
+    }
+}
+
+impl Drop for VrrpThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// How often the control thread looks at the kernel's neighbours and routes.
@@ -107,16 +223,22 @@ impl KernelView {
         ServiceTable::build(cfg, self.ports.clone(), &self.routes, &self.neigh, ids, generation)
     }
 
-    /// The snapshot of `cfg` as health checks make it; the return traffic of servers they took
-    /// out is still recognised.
+    /// The snapshot of `cfg` as health checks and VRRP make it: services of VIPs this director is
+    /// not master for are left out; the return traffic of servers health checks took out is still
+    /// recognised.
     fn healthy_snapshot(
         &self,
         cfg: &Config,
         health: &HealthChecks,
+        vrrp: Option<&VrrpThread>,
         ids: &mut DestIds,
         generation: u64,
     ) -> ServiceTable {
-        let mut snap = self.snapshot(&health.effective(cfg), ids, generation);
+        let mut eff = health.effective(cfg);
+        if let Some(v) = vrrp {
+            eff = v.served(eff);
+        }
+        let mut snap = self.snapshot(&eff, ids, generation);
         snap.keep_return_path(cfg);
         snap
     }
@@ -281,9 +403,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut view = kernel_view(&mut rtnl, &cfg)?;
     let mut health = HealthChecks::new(&cfg, Instant::now());
     warm_neighbours(&mut rtnl, &health.effective(&cfg), &mut view);
+    let mut vrrp = VrrpThread::start(&cfg)?;
     let mut ids = DestIds::default();
     let mut generation = 1;
-    let snap = view.healthy_snapshot(&cfg, &health, &mut ids, generation);
+    let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
     let (svcs, laddrs, nat, locals) = snap.filter();
     let published = Arc::new(Published::from_pointee(snap));
     let counters = Arc::new(DestCounters::default());
@@ -307,11 +430,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     };
     let names: Vec<&str> = cfg.interfaces.iter().map(|i| i.name.as_str()).collect();
     eprintln!(
-        "xvs: running: {} services, {} worker(s) on {kind}, interfaces {}, {} health checkers; SIGHUP reloads, SIGINT/SIGTERM stop",
+        "xvs: running: {} services, {} worker(s) on {kind}, interfaces {}, {} health checkers, {} VRRP instances; SIGHUP reloads, SIGINT/SIGTERM stop",
         cfg.services.len(),
         iocfg.workers,
         names.join(", "),
-        health.len()
+        health.len(),
+        cfg.vrrp.instances.len()
     );
 
     let collect = |reports: &[Arc<Mutex<Report>>], unresolved: &mut HashSet<Addr>| {
@@ -329,9 +453,14 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut unresolved = HashSet::new();
     while !term.load(Ordering::Relaxed) {
         // The health checkers' sockets and programs are this loop's sleep.
-        let mut rebuild = health.poll(&cfg, Duration::from_millis(50));
+        // With VRRP, mastership changes are looked at every 10 ms.
+        let wait = Duration::from_millis(if vrrp.is_some() { 10 } else { 50 });
+        let mut rebuild = health.poll(&cfg, wait);
         for line in health.log.drain(..) {
             eprintln!("xvs: {line}");
+        }
+        if let Some(v) = vrrp.as_mut() {
+            rebuild |= v.follow();
         }
         if hup.swap(false, Ordering::Relaxed) {
             match load(opts.config.as_deref()) {
@@ -348,6 +477,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 Ok(new) => {
                     if new.conn.max_conns != cfg.conn.max_conns || new.conn.shards != cfg.conn.shards {
                         eprintln!("xvs: note: [conn] max_conns and shards take effect at the next start");
+                    }
+                    if new.vrrp != cfg.vrrp {
+                        eprintln!("xvs: note: VRRP changes take effect at the next start");
                     }
                     cfg = new;
                     health.reconfigure(&cfg, Instant::now());
@@ -380,7 +512,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         if rebuild {
             generation += 1;
-            let snap = view.healthy_snapshot(&cfg, &health, &mut ids, generation);
+            let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
             let (s, l, n, o) = snap.filter();
             published.store(Arc::new(snap));
             if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
@@ -396,6 +528,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             let stats = collect(&reports, &mut unresolved);
             eprintln!("xvs: {}", format_counters(&stats, &io, table.len()));
         }
+    }
+    // VRRP first: priority 0 lets a backup take over while the workers are still stopping.
+    if let Some(mut v) = vrrp.take() {
+        v.stop();
     }
     let io_final = workers.stop();
     let mut io = IoCounters::default();

@@ -27,6 +27,7 @@ fn opts(prefix: &str) -> LabOpts {
         prefix: prefix.to_string(),
         queues: 2,
         serve_exe: Some(env!("CARGO_BIN_EXE_xvs").into()),
+        ha: false,
     }
 }
 

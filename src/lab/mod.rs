@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use crate::types::Method;
 use netns::{Netns, NetnsError};
 
-/// Namespace roles, in creation order; `lab down` removes only these names.
-pub const ROLES: [&str; 6] = ["cli", "lb", "sw", "rs1", "rs2", "rs3"];
+/// Namespace roles, in creation order; `lab down` removes only these names. `lb2`, the second
+/// director, exists only in a lab built with [`LabOpts::ha`].
+pub const ROLES: [&str; 7] = ["cli", "lb", "sw", "rs1", "rs2", "rs3", "lb2"];
 /// HTTP port of the lab services and servers.
 pub const HTTP_PORT: u16 = 80;
 /// UDP echo port of the lab services and servers.
@@ -38,6 +39,14 @@ pub const CLI_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 2);
 pub const LB1_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 /// Director's server-side IPv6 address.
 pub const LB1_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 2, 0, 0, 0, 1);
+/// The second director's client-side address (HA lab).
+pub const LB2_0_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
+/// The second director's server-side address (HA lab).
+pub const LB2_1_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 3);
+/// The floating client-side gateway of the HA lab, held by the VRRP master.
+pub const GW0_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 254);
+/// The floating server-side gateway of the HA lab (the real servers' default route).
+pub const GW1_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
 
 /// A virtual service of the lab plan (each is offered on tcp/80 and udp/7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +146,11 @@ pub struct LabOpts {
     pub queues: u16,
     /// The xvs binary that runs `lab serve` in the real servers; `None` starts no servers.
     pub serve_exe: Option<PathBuf>,
+    /// Two directors (`lb` and `lb2`) for VRRP: the client side becomes a bridge too (`br1` in
+    /// `sw`), no VIP is put on the directors (VRRP adds them to the master's `lb0`), and the client
+    /// and the real servers route through the floating gateways [`GW0_V4`] and [`GW1_V4`].
+    /// IPv4 only.
+    pub ha: bool,
 }
 
 /// A built lab; dropping it removes every namespace (and so every process) it created.
@@ -169,7 +183,7 @@ impl Lab {
             plan,
             ns: Vec::new(),
         };
-        for role in ROLES {
+        for role in ROLES.iter().filter(|r| opts.ha || **r != "lb2") {
             let ns = Netns::create(&name(role))?;
             // Before any interface exists, so that every new one inherits them.
             ns.sysctl(&[
@@ -181,7 +195,17 @@ impl Lab {
         progress("namespaces");
 
         let q = opts.queues.max(1).to_string();
-        let mut links = vec![("cli", "cli0", "lb", "lb0"), ("lb", "lb1", "sw", "sw-lb1")];
+        let mut links = if opts.ha {
+            vec![
+                ("cli", "cli0", "sw", "sw-cli"),
+                ("lb", "lb0", "sw", "sw-lb0"),
+                ("lb2", "lb0", "sw", "sw-lb20"),
+                ("lb", "lb1", "sw", "sw-lb1"),
+                ("lb2", "lb1", "sw", "sw-lb21"),
+            ]
+        } else {
+            vec![("cli", "cli0", "lb", "lb0"), ("lb", "lb1", "sw", "sw-lb1")]
+        };
         let sw_ports: Vec<String> = lab.plan.servers.iter().map(|s| format!("sw-{}", s.name)).collect();
         for (s, port) in lab.plan.servers.iter().zip(&sw_ports) {
             links.push((s.name.as_str(), "eth0", "sw", port.as_str()));
@@ -199,25 +223,39 @@ impl Lab {
         netns::run_cmd(&["ip", "-batch", "-"], Some(&(batch.join("\n") + "\n")))?;
         progress("veths");
 
-        // Switch: a bridge joining the director's server side and the real servers.
+        // Switch: a bridge joining the director's server side and the real servers (and in the HA
+        // lab a second one joining the client and both directors' client sides).
         let mut sw = vec!["link add br0 type bridge".to_string(), "link set br0 up".to_string()];
-        for port in std::iter::once("sw-lb1").chain(sw_ports.iter().map(String::as_str)) {
+        let server_side: &[&str] = if opts.ha { &["sw-lb1", "sw-lb21"] } else { &["sw-lb1"] };
+        for port in server_side.iter().copied().chain(sw_ports.iter().map(String::as_str)) {
             sw.push(format!("link set {port} master br0"));
             sw.push(format!("link set {port} up"));
+        }
+        if opts.ha {
+            sw.push("link add br1 type bridge".into());
+            sw.push("link set br1 up".into());
+            for port in ["sw-cli", "sw-lb0", "sw-lb20"] {
+                sw.push(format!("link set {port} master br1"));
+                sw.push(format!("link set {port} up"));
+            }
         }
         lab.ns("sw").ip_batch(&sw)?;
         lab.ns("sw").sysctl(&[("net.ipv6.conf.all.disable_ipv6", "1")])?;
         progress("switch");
 
         // Client.
-        lab.ns("cli").ip_batch(&[
-            "link set cli0 address 02:00:00:00:01:02".into(),
+        let (gw0, gw1) = if opts.ha { (GW0_V4, GW1_V4) } else { (LB0_V4, LB1_V4) };
+        let mut cli = vec![
+            "link set cli0 address 02:00:00:00:01:02".to_string(),
             "link set cli0 up".into(),
             format!("addr add {CLI_V4}/24 dev cli0"),
             v6_nodad(CLI_V6, 64, "cli0"),
-            format!("route add default via {LB0_V4}"),
-            format!("route add default via {LB0_V6}"),
-        ])?;
+            format!("route add default via {gw0}"),
+        ];
+        if !opts.ha {
+            cli.push(format!("route add default via {LB0_V6}"));
+        }
+        lab.ns("cli").ip_batch(&cli)?;
         progress("client");
 
         // Director.
@@ -234,27 +272,52 @@ impl Lab {
         ];
         // NAT and FULLNAT VIPs live on the director (it answers ping on them). DR and TUN VIPs live
         // on the real servers, whose replies the director's kernel routes back to the client: with
-        // those VIPs on its own lo it would drop the replies as martians.
-        for s in lab.plan.services.iter().filter(|s| s.method.two_way()) {
+        // those VIPs on its own lo it would drop the replies as martians. In the HA lab VRRP puts
+        // the VIPs on the master.
+        for s in lab.plan.services.iter().filter(|s| s.method.two_way() && !opts.ha) {
             cmds.push(match s.vip {
                 IpAddr::V4(a) => format!("addr add {a}/32 dev lo"),
                 IpAddr::V6(a) => v6_nodad(a, 128, "lo"),
             });
         }
         lb.ip_batch(&cmds)?;
-        lb.sysctl(&[
-            // xvs forwards what it serves (the XDP program steals it); the kernel routes the rest,
-            // which in the lab is the DR and TUN replies from the real servers to the client.
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv6.conf.all.forwarding", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            ("net.ipv4.conf.lb0.rp_filter", "0"),
-            ("net.ipv4.conf.lb1.rp_filter", "0"),
-        ])?;
+        let mut directors = vec!["lb"];
+        if opts.ha {
+            lab.ns("lb2").ip_batch(&[
+                "link set lb0 address 02:00:00:00:01:03".to_string(),
+                "link set lb1 address 02:00:00:00:02:03".to_string(),
+                "link set lb0 up".into(),
+                "link set lb1 up".into(),
+                format!("addr add {LB2_0_V4}/24 dev lb0"),
+                format!("addr add {LB2_1_V4}/24 dev lb1"),
+            ])?;
+            directors.push("lb2");
+        }
+        for d in &directors {
+            lab.ns(d).sysctl(&[
+                // xvs forwards what it serves (the XDP program steals it); the kernel routes the rest,
+                // which in the lab is the DR and TUN replies from the real servers to the client.
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv4.conf.lb0.rp_filter", "0"),
+                ("net.ipv4.conf.lb1.rp_filter", "0"),
+            ])?;
+        }
         // A frame XDP-redirected into a veth is dropped unless the receiving peer runs NAPI, which GRO
         // turns on: set it on both ends of both director links so every direction works.
-        for (role, dev) in [("lb", "lb0"), ("lb", "lb1"), ("cli", "cli0"), ("sw", "sw-lb1")] {
+        let mut gro = vec![("lb", "lb0"), ("lb", "lb1"), ("cli", "cli0"), ("sw", "sw-lb1")];
+        if opts.ha {
+            gro.extend([
+                ("lb2", "lb0"),
+                ("lb2", "lb1"),
+                ("sw", "sw-lb0"),
+                ("sw", "sw-lb20"),
+                ("sw", "sw-lb21"),
+            ]);
+        }
+        for (role, dev) in gro {
             lab.ns(role).set_gro(dev, true)?;
         }
         // veth leaves TCP/UDP checksums to offload (CHECKSUM_PARTIAL), and AF_XDP copies see them
@@ -277,7 +340,7 @@ impl Lab {
                 "link set eth0 up".into(),
                 format!("addr add {}/24 dev eth0", s.v4),
                 v6_nodad(s.v6, 64, "eth0"),
-                format!("route add default via {LB1_V4}"),
+                format!("route add default via {gw1}"),
                 format!("route add default via {LB1_V6}"),
             ])?;
             let (dr, tun) = (dr.clone(), tun.clone());
@@ -381,7 +444,9 @@ pub fn status(prefix: &str) -> String {
     for role in ROLES {
         let name = format!("{prefix}-{role}");
         if !Path::new("/run/netns").join(&name).exists() {
-            let _ = writeln!(out, "{name}: absent");
+            if role != "lb2" {
+                let _ = writeln!(out, "{name}: absent");
+            }
             continue;
         }
         let ns = Netns::existing(&name);

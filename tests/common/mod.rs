@@ -60,6 +60,7 @@ impl Director {
                 prefix: p.clone(),
                 queues,
                 serve_exe: Some(XVS.into()),
+                ha: false,
             },
             &mut |_| {},
         )
