@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod check;
 pub mod config;
 pub mod conn;
+pub mod ctl;
 pub mod io;
 pub mod lab;
 pub mod pipeline;

@@ -46,6 +46,16 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Talk to a running director, in ipvsadm's words: `-L -n`, `-L -n --stats`, `-L -n --rate`,
+    /// `-L -n -c`, `-Z`, and `health`, `vrrp`, `reload`.
+    Ctl {
+        /// The director's admin socket ([global] admin_socket).
+        #[arg(long, default_value = xvs::config::DEFAULT_ADMIN_SOCKET)]
+        socket: PathBuf,
+        /// The command, passed to the director as it is.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build, inspect and remove the namespace lab; run its servers and clients.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -176,6 +186,15 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } => unreachable!("handled in main"),
         Cmd::Vrrp { config } => xvs::vrrp::run_standalone(&config)?,
+        Cmd::Ctl { socket, args } => {
+            let reply = xvs::ctl::request(&socket, &args)?;
+            if reply.code == 0 {
+                print!("{}", reply.text);
+            } else {
+                eprint!("{}", reply.text);
+            }
+            std::process::exit(reply.code);
+        }
         Cmd::Lab(LabCmd::Up { p, queues, ha }) => {
             let opts = lab::LabOpts {
                 prefix: p.prefix,

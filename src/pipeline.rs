@@ -386,19 +386,41 @@ impl Pipeline {
             check_ttl(p)?;
         }
         let hop = self.hop(c.daddr)?;
+        let len = (p.end - p.l3) as u64;
         let bytes = frame.bytes_mut();
         match c.method {
             Method::Nat => nat::inbound(bytes, p, &c, &hop),
             Method::FullNat => fullnat::inbound(bytes, p, &c, &hop),
             Method::Dr => dr::inbound(bytes, &hop),
-            Method::Tun => return self.tunnel(frame, p.l3, p.end, &c, &hop, in_port),
+            Method::Tun => {
+                let v = self.tunnel(frame, p.l3, p.end, &c, &hop, in_port)?;
+                if matches!(v, Verdict::Forward { .. }) {
+                    self.count(c.dest_id, true, len);
+                }
+                return Ok(v);
+            }
         }
+        self.count(c.dest_id, true, len);
         Ok(Verdict::Forward { port: hop.port })
+    }
+
+    /// Counts a forwarded packet of real server `id`'s traffic.
+    #[inline]
+    fn count(&mut self, id: u32, inbound: bool, len: u64) {
+        let d = self.stats.dest(id);
+        if inbound {
+            d.pkts_in += 1;
+            d.bytes_in += len;
+        } else {
+            d.pkts_out += 1;
+            d.bytes_out += len;
+        }
     }
 
     fn outbound(&mut self, frame: &mut Frame<'_>, p: &Parsed, c: &Conn) -> Step<Verdict> {
         check_ttl(p)?;
         let hop = self.hop(c.caddr)?;
+        let len = (p.end - p.l3) as u64;
         let bytes = frame.bytes_mut();
         match c.method {
             Method::Nat => nat::outbound(bytes, p, c, &hop),
@@ -406,6 +428,7 @@ impl Pipeline {
             // DR and TUN replies bypass the director; an entry for one is never found this way.
             Method::Dr | Method::Tun => return Ok(Verdict::PassToKernel),
         }
+        self.count(c.dest_id, false, len);
         Ok(Verdict::Forward { port: hop.port })
     }
 
@@ -496,6 +519,7 @@ impl Pipeline {
             })
         })?;
         self.stats.conns += 1;
+        self.stats.dest(c.dest_id).conns += 1;
         Ok(c)
     }
 

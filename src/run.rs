@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 use crate::check::HealthChecks;
 use crate::config::{self, Config, IoMode, Workers as WorkerSpec, XdpMode as CfgXdpMode};
 use crate::conn::ConnTable;
+use crate::ctl;
 use crate::io::netlink::{self, NUD_VALID, Rtnl};
 use crate::io::{IoConfig, IoCounters, IoKind, Process, Workers, XdpMode};
 use crate::pipeline::{Frame, Pipeline, Published, Verdict};
 use crate::service::{DestIds, Port, ServiceTable};
-use crate::stats::Stats;
+use crate::stats::{DestStats, Stats};
 use crate::types::{Addr, DestCounters, Mac, Prefix};
 
 /// Why the director could not start. The message says what to do.
@@ -59,6 +60,8 @@ struct VrrpThread {
     managed: HashSet<IpAddr>,
     /// Addresses of the instances that are master now.
     masters: HashSet<IpAddr>,
+    /// Every instance's status, as of the VRRP thread's last loop.
+    status: Arc<Mutex<Vec<crate::vrrp::InstanceStatus>>>,
 }
 
 impl VrrpThread {
@@ -75,7 +78,8 @@ impl VrrpThread {
         let (ev_tx, events) = std::sync::mpsc::channel();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, st) = (cfg.clone(), stop.clone());
+        let status = Arc::new(Mutex::new(Vec::new()));
+        let (c, st, shared) = (cfg.clone(), stop.clone(), status.clone());
         let handle = std::thread::Builder::new()
             .name("vrrp".into())
             .spawn(move || {
@@ -93,6 +97,9 @@ impl VrrpThread {
                     for ev in engine.poll(Duration::from_millis(20)) {
                         let _ = ev_tx.send(ev);
                     }
+                    if let Ok(mut s) = shared.lock() {
+                        *s = engine.status();
+                    }
                 }
                 // Priority 0 so that a backup takes over at once, VIPs removed, notify_stop.
                 for ev in engine.shutdown() {
@@ -107,6 +114,7 @@ impl VrrpThread {
                 events,
                 managed,
                 masters: HashSet::new(),
+                status,
             })),
             Ok(Err(e)) => Err(RunError::Vrrp(e)),
             Err(_) => Err(RunError::Vrrp("the VRRP thread ended at start".into())),
@@ -161,6 +169,58 @@ impl Drop for VrrpThread {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// How often the rates of `xvs ctl --rate` are estimated (IPVS's estimator also uses 2 s).
+const RATE_EVERY: Duration = Duration::from_secs(2);
+/// Most connections `xvs ctl -c` lists.
+const MAX_LISTED_CONNS: usize = 100_000;
+
+fn minus(a: &DestStats, b: &DestStats) -> DestStats {
+    DestStats {
+        conns: a.conns.saturating_sub(b.conns),
+        pkts_in: a.pkts_in.saturating_sub(b.pkts_in),
+        pkts_out: a.pkts_out.saturating_sub(b.pkts_out),
+        bytes_in: a.bytes_in.saturating_sub(b.bytes_in),
+        bytes_out: a.bytes_out.saturating_sub(b.bytes_out),
+    }
+}
+
+/// The running table as `xvs ctl` and the metrics show it: the published snapshot's services and
+/// real servers, with connection counts and (since the last `-Z`) traffic and rates.
+fn rows(
+    snap: &ServiceTable,
+    counters: &DestCounters,
+    total: &Stats,
+    zero: &Stats,
+    rates: &std::collections::HashMap<u32, ctl::Rates>,
+) -> Vec<ctl::SvcRow> {
+    let get = |s: &Stats, id: u32| s.dests.get(id as usize).copied().unwrap_or_default();
+    snap.services
+        .iter()
+        .map(|s| ctl::SvcRow {
+            name: s.name.clone(),
+            proto: s.key.proto,
+            vip: s.key.addr.to_ip(),
+            port: s.key.port,
+            sched: s.sched_kind.name(),
+            method: s.method,
+            persistent: s.persistence.map(|(t, len)| (t.as_secs(), len)),
+            dests: s
+                .dests
+                .iter()
+                .map(|d| ctl::DestRow {
+                    addr: d.addr.to_ip(),
+                    port: d.port,
+                    weight: d.weight,
+                    active: u64::from(counters.get(d.id).active()),
+                    inactive: u64::from(counters.get(d.id).inactive.load(Ordering::Relaxed)),
+                    stats: minus(&get(total, d.id), &get(zero, d.id)),
+                    rates: rates.get(&d.id).copied().unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// How often the control thread looks at the kernel's neighbours and routes.
@@ -448,6 +508,32 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         total
     };
+    let admin = match ctl::AdminSocket::bind(&cfg.global.admin_socket) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            eprintln!(
+                "xvs: no admin socket, xvs ctl will not reach this director: {}: {e}",
+                cfg.global.admin_socket.display()
+            );
+            None
+        }
+    };
+    let metrics = match cfg.global.metrics.map(ctl::MetricsServer::bind) {
+        Some(Ok(m)) => {
+            if let Ok(a) = m.local_addr() {
+                eprintln!("xvs: metrics at http://{a}/metrics");
+            }
+            Some(m)
+        }
+        Some(Err(e)) => {
+            eprintln!("xvs: cannot serve metrics: {e}");
+            None
+        }
+        None => None,
+    };
+    let mut zero = Stats::default();
+    let mut last_rate = (Instant::now(), Stats::default());
+    let mut rates: std::collections::HashMap<u32, ctl::Rates> = std::collections::HashMap::new();
     let mut last_neigh = Instant::now();
     let mut last_stats = Instant::now();
     let mut unresolved = HashSet::new();
@@ -527,6 +613,90 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             workers.counters().iter().for_each(|c| io.merge(c));
             let stats = collect(&reports, &mut unresolved);
             eprintln!("xvs: {}", format_counters(&stats, &io, table.len()));
+        }
+        if last_rate.0.elapsed() >= RATE_EVERY {
+            let total = collect(&reports, &mut unresolved);
+            let secs = last_rate.0.elapsed().as_secs_f64();
+            rates = total
+                .dests
+                .iter()
+                .enumerate()
+                .map(|(id, d)| {
+                    let old = last_rate.1.dests.get(id).copied().unwrap_or_default();
+                    (id as u32, ctl::Rates::between(&old, d, secs))
+                })
+                .collect();
+            last_rate = (Instant::now(), total);
+        }
+        if let Some(a) = &admin {
+            a.serve(|args| {
+                let total = collect(&reports, &mut unresolved);
+                let snap = published.load_full();
+                let rows = rows(&snap, &counters, &total, &zero, &rates);
+                let mut args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "-n").collect();
+                if args.first() == Some(&"-L") || args.first() == Some(&"-l") {
+                    args.remove(0);
+                }
+                match args.as_slice() {
+                    [] => ctl::Reply::ok(ctl::list(&rows, table.capacity(), ctl::Listing::Table)),
+                    ["--stats"] => ctl::Reply::ok(ctl::list(&rows, table.capacity(), ctl::Listing::Stats)),
+                    ["--rate"] => ctl::Reply::ok(ctl::list(&rows, table.capacity(), ctl::Listing::Rate)),
+                    ["-c"] => {
+                        let list = table.entries(MAX_LISTED_CONNS + 1, Instant::now());
+                        let more = list.len() > MAX_LISTED_CONNS;
+                        ctl::Reply::ok(ctl::connections(&list[..list.len().min(MAX_LISTED_CONNS)], more))
+                    }
+                    ["-Z"] => {
+                        zero = total;
+                        ctl::Reply::ok(String::new())
+                    }
+                    ["health"] => ctl::Reply::ok(ctl::health(&health.status())),
+                    ["vrrp"] => {
+                        let st = vrrp
+                            .as_ref()
+                            .and_then(|v| v.status.lock().ok().map(|s| s.clone()))
+                            .unwrap_or_default();
+                        ctl::Reply::ok(ctl::vrrp(&st))
+                    }
+                    ["reload"] => {
+                        hup.store(true, Ordering::Relaxed);
+                        ctl::Reply::ok("reload requested: see the director's log for the result\n".into())
+                    }
+                    [op, ..] if ["-A", "-E", "-D", "-a", "-e", "-d", "save"].contains(op) => ctl::Reply::err(
+                        2,
+                        format!("xvs ctl {op}: run-time changes are not implemented yet; edit the configuration file and run `xvs ctl reload`\n"),
+                    ),
+                    other => ctl::Reply::err(
+                        2,
+                        format!(
+                            "xvs ctl: unknown command {:?}; try -L -n, --stats, --rate, -c, -Z, health, vrrp, reload\n",
+                            other.join(" ")
+                        ),
+                    ),
+                }
+            });
+        }
+        if let Some(m) = &metrics {
+            m.serve(|| {
+                let total = collect(&reports, &mut unresolved);
+                let snap = published.load_full();
+                let rows = rows(&snap, &counters, &total, &Stats::default(), &rates);
+                let mut io = IoCounters::default();
+                workers.counters().iter().for_each(|c| io.merge(c));
+                let st = vrrp
+                    .as_ref()
+                    .and_then(|v| v.status.lock().ok().map(|s| s.clone()))
+                    .unwrap_or_default();
+                ctl::metrics(&ctl::MetricsView {
+                    rows: &rows,
+                    stats: &total,
+                    io: &io,
+                    conns: table.len(),
+                    capacity: table.capacity(),
+                    health: &health.status(),
+                    vrrp: &st,
+                })
+            });
         }
     }
     // VRRP first: priority 0 lets a backup take over while the workers are still stopping.

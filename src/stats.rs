@@ -70,6 +70,30 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// Traffic of one real server of one service (by its stable id), as ipvsadm --stats shows it:
+/// connections, and packets and bytes (IP length) from clients (in) and to them (out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestStats {
+    pub conns: u64,
+    pub pkts_in: u64,
+    pub pkts_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+impl DestStats {
+    pub fn merge(&mut self, o: &DestStats) {
+        self.conns += o.conns;
+        self.pkts_in += o.pkts_in;
+        self.pkts_out += o.pkts_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
+/// Most real-server ids counted per worker (ids are dense, from `DestIds`).
+pub const MAX_DEST_STATS: usize = 1 << 16;
+
 /// Counters kept by one worker. Plain integers: only their owner writes them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -80,11 +104,22 @@ pub struct Stats {
     pub dropped: [u64; DropReason::COUNT],
     /// New connections created.
     pub conns: u64,
+    /// Per real server, indexed by its id; grown on demand.
+    pub dests: Vec<DestStats>,
 }
 
 impl Stats {
     pub fn drop(&mut self, r: DropReason) {
         self.dropped[r as usize] += 1;
+    }
+    /// The counters of real server `id` (ids past [`MAX_DEST_STATS`] share the last slot).
+    #[inline]
+    pub fn dest(&mut self, id: u32) -> &mut DestStats {
+        let i = (id as usize).min(MAX_DEST_STATS - 1);
+        if i >= self.dests.len() {
+            self.dests.resize(i + 1, DestStats::default());
+        }
+        &mut self.dests[i]
     }
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().sum()
@@ -98,6 +133,12 @@ impl Stats {
         self.conns += o.conns;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped.iter()) {
             *a += b;
+        }
+        if self.dests.len() < o.dests.len() {
+            self.dests.resize(o.dests.len(), DestStats::default());
+        }
+        for (a, b) in self.dests.iter_mut().zip(o.dests.iter()) {
+            a.merge(b);
         }
     }
     /// Drop reasons with a non-zero count, in counter order.

@@ -36,7 +36,14 @@ pub struct Global {
     pub io: IoMode,
     pub xdp_mode: XdpMode,
     pub batch_size: usize,
+    /// The Unix socket `xvs ctl` talks to (root only).
+    pub admin_socket: std::path::PathBuf,
+    /// Where Prometheus metrics are served over HTTP (`GET /metrics`); off when absent.
+    pub metrics: Option<std::net::SocketAddr>,
 }
+
+/// Where the admin socket is unless `[global] admin_socket` says.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/xvs/xvs.sock";
 
 /// How many workers, or on which cores.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,6 +35,8 @@ pub struct RawGlobal {
     pub io: Option<S<String>>,
     pub xdp_mode: Option<S<String>>,
     pub batch_size: Option<S<i64>>,
+    pub admin_socket: Option<S<String>>,
+    pub metrics: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -166,8 +166,27 @@ fn global(e: &mut Errs, raw: &RawConfig) -> Global {
         io: IoMode::Auto,
         xdp_mode: XdpMode::Auto,
         batch_size: 64,
+        admin_socket: DEFAULT_ADMIN_SOCKET.into(),
+        metrics: None,
     };
     let Some(r) = &raw.global else { return g };
+    if let Some(v) = &r.admin_socket {
+        if v.get_ref().starts_with('/') {
+            g.admin_socket = v.get_ref().into();
+        } else {
+            e.at(v.span(), "global.admin_socket", "must be an absolute path");
+        }
+    }
+    if let Some(v) = &r.metrics {
+        match v.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(a) => g.metrics = Some(a),
+            Err(_) => e.at(
+                v.span(),
+                "global.metrics",
+                format!("'{}' is not an address:port such as 127.0.0.1:9108", v.get_ref()),
+            ),
+        }
+    }
     match (&r.workers, &r.cores) {
         (Some(w), Some(c)) => e.at(
             c.span(),

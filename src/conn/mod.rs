@@ -591,6 +591,23 @@ impl ConnTable {
         self.len() == 0
     }
 
+    /// Up to `limit` live connections with the time each has left, shard by shard (each shard
+    /// locked briefly), for `xvs ctl -c`.
+    pub fn entries(&self, limit: usize, now: Instant) -> Vec<(Conn, Duration)> {
+        let now_ns = self.ns(now);
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            let sh = self.lock(i);
+            for c in sh.slab.iter().flatten().filter(|c| c.expires > now_ns) {
+                if out.len() >= limit {
+                    return out;
+                }
+                out.push((*c, Duration::from_nanos(c.expires - now_ns)));
+            }
+        }
+        out
+    }
+
     pub fn capacity(&self) -> usize {
         self.per_shard * self.shards.len()
     }
