@@ -687,10 +687,10 @@ UDP  [2001:2::11]:7 rr persistent 300 mask /64
         let want = "IP Virtual Server version 1.2.1 (size=8)
 Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
   -> RemoteAddress:Port
-TCP  198.18.0.10:80                      10       60       40     3980     4780
-  -> 198.18.2.11:80                       6       36       24     2388     2868
-  -> 198.18.2.12:80                       4       24       16     1592     1912
-UDP  [2001:2::11]:7                       0        0        0        0        0
+TCP  198.18.0.10:80                     10       60       40     3980     4780
+  -> 198.18.2.11:80                      6       36       24     2388     2868
+  -> 198.18.2.12:80                      4       24       16     1592     1912
+UDP  [2001:2::11]:7                      0        0        0        0        0
 ";
         assert_eq!(list(&rows(), 8, Listing::Stats), want);
         let r = list(&rows(), 8, Listing::Rate);
