@@ -694,10 +694,12 @@ UDP  [2001:2::11]:7                      0        0        0        0        0
 ";
         assert_eq!(list(&rows(), 8, Listing::Stats), want);
         let r = list(&rows(), 8, Listing::Rate);
-        assert!(
-            r.contains("TCP  198.18.0.10:80                      10        0"),
-            "{r}"
+        let line = r.lines().find(|l| l.starts_with("TCP  198.18.0.10:80")).unwrap();
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>(),
+            ["TCP", "198.18.0.10:80", "10", "0", "0", "0", "0"]
         );
+        assert_eq!(line.len(), 33 + 5 * 9, "ipvsadm's widths");
         let old = DestStats {
             conns: 10,
             pkts_in: 100,
