@@ -75,14 +75,36 @@ impl AdminSocket {
         })
     }
 
+    /// The next client waiting now, with its request read; `None` when none is waiting. The
+    /// caller answers through [`Pending::reply`] once it has acted on the request, so that a
+    /// client sees its change in effect when it gets the answer.
+    pub fn next(&self) -> Option<(Vec<String>, Pending)> {
+        loop {
+            let (stream, _) = self.listener.accept().ok()?;
+            if let Ok(args) = read_request(&stream) {
+                return Some((args, Pending { stream }));
+            }
+        }
+    }
+
     /// Answers every client waiting now (at most 16), without waiting for new ones.
     pub fn serve(&self, mut answer: impl FnMut(&[String]) -> Reply) {
         for _ in 0..16 {
-            let Ok((stream, _)) = self.listener.accept() else {
-                return;
-            };
-            let _ = serve_one(stream, &mut answer);
+            let Some((args, p)) = self.next() else { return };
+            p.reply(&answer(&args));
         }
+    }
+}
+
+/// A client waiting for its answer.
+pub struct Pending {
+    stream: UnixStream,
+}
+
+impl Pending {
+    pub fn reply(self, reply: &Reply) {
+        let mut w = self.stream;
+        let _ = write!(w, "{}\n{}", reply.code, reply.text).and_then(|_| w.flush());
     }
 }
 
@@ -92,7 +114,7 @@ impl Drop for AdminSocket {
     }
 }
 
-fn serve_one(stream: UnixStream, answer: &mut impl FnMut(&[String]) -> Reply) -> io::Result<()> {
+fn read_request(stream: &UnixStream) -> io::Result<Vec<String>> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -109,10 +131,7 @@ fn serve_one(stream: UnixStream, answer: &mut impl FnMut(&[String]) -> Reply) ->
         }
         args.push(line.to_string());
     }
-    let reply = answer(&args);
-    let mut w = stream;
-    write!(w, "{}\n{}", reply.code, reply.text)?;
-    w.flush()
+    Ok(args)
 }
 
 /// Sends `args` to the director at `path` and returns its reply.
@@ -772,5 +791,290 @@ UDP  [2001:2::11]:7                      0        0        0        0        0
         drop(stale);
         assert!(AdminSocket::bind(&path).is_ok());
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// ipvsadm's editing commands, long and short.
+pub const EDITS: &[&str] = &[
+    "-A",
+    "--add-service",
+    "-E",
+    "--edit-service",
+    "-D",
+    "--delete-service",
+    "-a",
+    "--add-server",
+    "-e",
+    "--edit-server",
+    "-d",
+    "--delete-server",
+];
+
+/// A virtual service as ipvsadm names it: `-t|-u ADDR:PORT`.
+fn service_arg(args: &[&str]) -> Result<(&'static str, SocketAddr), String> {
+    for (i, a) in args.iter().enumerate() {
+        let proto = match *a {
+            "-t" | "--tcp-service" => "tcp",
+            "-u" | "--udp-service" => "udp",
+            _ => continue,
+        };
+        let v = args.get(i + 1).ok_or(format!("{a} needs ADDR:PORT"))?;
+        let addr = v
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("'{v}' is not ADDR:PORT ([ADDR]:PORT for IPv6)"))?;
+        return Ok((proto, addr));
+    }
+    Err("name the virtual service with -t|-u ADDR:PORT".into())
+}
+
+/// The value after option `names`, if given.
+fn opt<'a>(args: &[&'a str], names: &[&str]) -> Result<Option<&'a str>, String> {
+    match args.iter().position(|a| names.contains(a)) {
+        None => Ok(None),
+        Some(i) => args
+            .get(i + 1)
+            .copied()
+            .filter(|v| !v.starts_with('-'))
+            .map(Some)
+            .ok_or(format!("{} needs a value", names[0])),
+    }
+}
+
+fn has(args: &[&str], names: &[&str]) -> bool {
+    args.iter().any(|a| names.contains(a))
+}
+
+/// The forwarding method flag (`-g`, `-i`, `-m`, `--fullnat`), as keepalived's `lb_kind`.
+fn method_arg(args: &[&str]) -> Option<&'static str> {
+    if has(args, &["-g", "--gatewaying"]) {
+        Some("DR")
+    } else if has(args, &["-i", "--ipip"]) {
+        Some("TUN")
+    } else if has(args, &["-m", "--masquerading"]) {
+        Some("NAT")
+    } else if has(args, &["-b", "--fullnat"]) {
+        Some("FULLNAT")
+    } else {
+        None
+    }
+}
+
+fn same_ip(v: Option<&toml::Value>, ip: IpAddr) -> bool {
+    v.and_then(|v| v.as_str()).and_then(|s| s.parse::<IpAddr>().ok()) == Some(ip)
+}
+
+fn find_service(doc: &mut toml::Table, proto: &str, vs: SocketAddr) -> Option<usize> {
+    let list = doc.get("virtual_server")?.as_array()?;
+    list.iter().position(|s| {
+        let t = s.as_table();
+        let p = t
+            .and_then(|t| t.get("protocol"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("tcp")
+            .to_ascii_lowercase();
+        same_ip(t.and_then(|t| t.get("vip")), vs.ip())
+            && t.and_then(|t| t.get("port")).and_then(|v| v.as_integer()) == Some(i64::from(vs.port()))
+            && p == proto
+    })
+}
+
+/// Applies one of ipvsadm's editing commands (`-A`, `-E`, `-D`, `-a`, `-e`, `-d`) to the running
+/// configuration as a TOML document. The caller validates the result exactly as a file is
+/// validated and publishes it only if it is accepted. Returns what was done, for the reply.
+pub fn edit(doc: &mut toml::Table, args: &[&str]) -> Result<String, String> {
+    use toml::Value;
+    let op = *args.first().ok_or("no command")?;
+    let (proto, vs) = service_arg(args)?;
+    doc.entry("virtual_server").or_insert_with(|| Value::Array(Vec::new()));
+    let found = find_service(doc, proto, vs);
+    let list = doc
+        .get_mut("virtual_server")
+        .and_then(Value::as_array_mut)
+        .ok_or("virtual_server is not an array")?;
+    let what = format!("{} {vs}", proto.to_uppercase());
+    match op {
+        "-A" | "--add-service" | "-E" | "--edit-service" => {
+            let adding = op == "-A" || op == "--add-service";
+            let idx = match (found, adding) {
+                (Some(_), true) => return Err(format!("{what} exists (use -E to edit it)")),
+                (None, false) => return Err(format!("no virtual service {what}")),
+                (Some(i), false) => i,
+                (None, true) => {
+                    let mut t = toml::Table::new();
+                    t.insert("vip".into(), Value::String(vs.ip().to_string()));
+                    t.insert("port".into(), Value::Integer(i64::from(vs.port())));
+                    t.insert("protocol".into(), Value::String(proto.into()));
+                    t.insert("lb_kind".into(), Value::String("NAT".into()));
+                    list.push(Value::Table(t));
+                    list.len() - 1
+                }
+            };
+            let t = list[idx].as_table_mut().ok_or("virtual_server entry is not a table")?;
+            if let Some(s) = opt(args, &["-s", "--scheduler"])? {
+                t.insert("lb_algo".into(), Value::String(s.into()));
+            }
+            if let Some(m) = method_arg(args) {
+                t.insert("lb_kind".into(), Value::String(m.into()));
+            }
+            if let Some(l) = opt(args, &["--laddr"])? {
+                let addrs = l.split(',').map(|a| Value::String(a.trim().into())).collect();
+                t.insert("laddr".into(), Value::Array(addrs));
+            }
+            if has(args, &["-p", "--persistent"]) {
+                let secs = opt(args, &["-p", "--persistent"]).ok().flatten().unwrap_or("300");
+                let n: i64 = secs
+                    .parse()
+                    .map_err(|_| format!("'{secs}' is not a number of seconds"))?;
+                t.insert("persistence_timeout".into(), Value::Integer(n));
+            }
+            if let Some(m) = opt(args, &["-M", "--netmask"])? {
+                t.insert("persistence_granularity".into(), Value::String(m.into()));
+            }
+            Ok(format!("{} {what}", if adding { "added" } else { "edited" }))
+        }
+        "-D" | "--delete-service" => {
+            let i = found.ok_or(format!("no virtual service {what}"))?;
+            list.remove(i);
+            Ok(format!("deleted {what}"))
+        }
+        "-a" | "--add-server" | "-e" | "--edit-server" | "-d" | "--delete-server" => {
+            let i = found.ok_or(format!("no virtual service {what}"))?;
+            let svc = list[i].as_table_mut().ok_or("virtual_server entry is not a table")?;
+            let r = opt(args, &["-r", "--real-server"])?.ok_or("name the real server with -r ADDR[:PORT]")?;
+            let (raddr, rport) = match r.parse::<SocketAddr>() {
+                Ok(s) => (s.ip(), s.port()),
+                Err(_) => (
+                    r.trim_matches(|c| c == '[' || c == ']')
+                        .parse::<IpAddr>()
+                        .map_err(|_| format!("'{r}' is not ADDR[:PORT]"))?,
+                    vs.port(),
+                ),
+            };
+            if let Some(m) = method_arg(args) {
+                let kind = svc
+                    .get("lb_kind")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("NAT")
+                    .to_ascii_uppercase();
+                let kind = if kind == "FNAT" { "FULLNAT".into() } else { kind };
+                if kind != m {
+                    return Err(format!(
+                        "{what} forwards with {kind}: xvs sets the method per virtual service (-E ... {})",
+                        match m {
+                            "DR" => "-g",
+                            "TUN" => "-i",
+                            "FULLNAT" => "--fullnat",
+                            _ => "-m",
+                        }
+                    ));
+                }
+            }
+            let servers = svc
+                .entry("real_server")
+                .or_insert_with(|| Value::Array(Vec::new()))
+                .as_array_mut()
+                .ok_or("real_server is not an array")?;
+            let pos = servers.iter().position(|s| {
+                let t = s.as_table();
+                same_ip(t.and_then(|t| t.get("address")), raddr)
+                    && t.and_then(|t| t.get("port"))
+                        .and_then(|v| v.as_integer())
+                        .unwrap_or(i64::from(vs.port()))
+                        == i64::from(rport)
+            });
+            let rs = SocketAddr::new(raddr, rport);
+            let weight = opt(args, &["-w", "--weight"])?
+                .map(|w| w.parse::<i64>().map_err(|_| format!("'{w}' is not a weight")))
+                .transpose()?;
+            match (op, pos) {
+                ("-a" | "--add-server", Some(_)) => Err(format!("{rs} is already a real server of {what}")),
+                ("-a" | "--add-server", None) => {
+                    let mut t = toml::Table::new();
+                    t.insert("address".into(), Value::String(raddr.to_string()));
+                    t.insert("port".into(), Value::Integer(i64::from(rport)));
+                    t.insert("weight".into(), Value::Integer(weight.unwrap_or(1)));
+                    servers.push(Value::Table(t));
+                    Ok(format!("added real server {rs} to {what}"))
+                }
+                (_, None) => Err(format!("{rs} is not a real server of {what}")),
+                ("-e" | "--edit-server", Some(k)) => {
+                    if let (Some(w), Some(t)) = (weight, servers[k].as_table_mut()) {
+                        t.insert("weight".into(), Value::Integer(w));
+                    }
+                    Ok(format!("edited real server {rs} of {what}"))
+                }
+                (_, Some(k)) => {
+                    servers.remove(k);
+                    Ok(format!("deleted real server {rs} from {what}"))
+                }
+            }
+        }
+        other => Err(format!("unknown command {other}")),
+    }
+}
+
+#[cfg(test)]
+mod edit_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[[virtual_server]]
+vip = "198.18.0.10"
+port = 80
+lb_algo = "wrr"
+[[virtual_server.real_server]]
+address = "198.18.2.11"
+weight = 3
+"#;
+
+    fn run(doc: &mut toml::Table, cmd: &str) -> Result<crate::config::Config, String> {
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        edit(doc, &args)?;
+        let text = toml::to_string(doc).map_err(|e| e.to_string())?;
+        crate::config::parse(&text, "xvs ctl").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ipvsadm_edits_reach_the_resolved_configuration() {
+        let mut doc: toml::Table = toml::from_str(BASE).unwrap();
+        let c = run(&mut doc, "-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 2").unwrap();
+        let w: Vec<u32> = c.services[0].real_servers.iter().map(|r| r.weight).collect();
+        assert_eq!(w, vec![3, 2]);
+        let c = run(&mut doc, "-e -t 198.18.0.10:80 -r 198.18.2.11 -w 0").unwrap();
+        assert_eq!(c.services[0].real_servers[0].weight, 0);
+        let c = run(&mut doc, "-A -u 198.18.0.20:53 -s sh -g -p 60").unwrap();
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[1].method, Method::Dr);
+        assert_eq!(c.services[1].proto, Proto::Udp);
+        assert_eq!(c.services[1].persistence.unwrap().timeout, Duration::from_secs(60));
+        let c = run(&mut doc, "-E -t 198.18.0.10:80 -s rr").unwrap();
+        assert_eq!(c.services[0].sched.name(), "rr");
+        let c = run(&mut doc, "-d -t 198.18.0.10:80 -r 198.18.2.11:80").unwrap();
+        assert_eq!(c.services[0].real_servers.len(), 1);
+        let c = run(&mut doc, "-D -u 198.18.0.20:53").unwrap();
+        assert_eq!(c.services.len(), 1);
+    }
+
+    #[test]
+    fn bad_edits_are_refused_with_a_reason() {
+        let mut doc: toml::Table = toml::from_str(BASE).unwrap();
+        for (cmd, why) in [
+            ("-a -t 198.18.0.10:80 -r 198.18.2.11:80", "already a real server"),
+            ("-a -t 198.18.0.99:80 -r 198.18.2.11:80", "no virtual service"),
+            ("-a -t 198.18.0.10:80 -r 198.18.2.12:80 -g", "forwards with NAT"),
+            ("-A -t 198.18.0.10:80", "exists"),
+            ("-d -t 198.18.0.10:80 -r 198.18.2.19", "not a real server"),
+            ("-a -t 198.18.0.10:80", "-r ADDR"),
+            ("-a -r 198.18.2.12", "-t|-u"),
+            ("-a -t 198.18.0.10:80 -r 198.18.2.12 -w x", "not a weight"),
+        ] {
+            let e = run(&mut doc, cmd).unwrap_err();
+            assert!(e.contains(why), "{cmd}: {e}");
+        }
+        // Accepted by the editor but refused by validation, like a bad file.
+        let e = run(&mut doc, "-a -t 198.18.0.10:80 -r 2001:2::5 -w 1").unwrap_err();
+        assert!(e.contains("address family"), "{e}");
+        let e = run(&mut doc, "-A -t 198.18.0.30:80 -s nope").unwrap_err();
+        assert!(e.contains("lb_algo"), "{e}");
     }
 }

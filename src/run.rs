@@ -223,6 +223,16 @@ fn rows(
         .collect()
 }
 
+/// Asks the kernel to resolve every real server of `snap` whose MAC is not known yet (servers added
+/// by a reload or by `xvs ctl`), so that their first packets are not dropped for want of one.
+fn resolve_missing(snap: &ServiceTable) {
+    for d in snap.services.iter().flat_map(|s| s.dests.iter()) {
+        if snap.hop(d.addr) == Err(crate::stats::DropReason::NoNeighbour) {
+            let _ = netlink::resolve(d.addr.to_ip());
+        }
+    }
+}
+
 /// How often the control thread looks at the kernel's neighbours and routes.
 const NEIGH_REFRESH: Duration = Duration::from_secs(1);
 /// How often workers publish their counters to the control thread.
@@ -449,6 +459,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         None => Ok(config::default_config()),
     };
     let mut cfg = load(opts.config.as_deref())?;
+    // The running configuration as a TOML document too: `xvs ctl` edits it and `save` prints it.
+    let document = |p: Option<&Path>| -> toml::Table {
+        let text = match p {
+            Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+            None => config::DEFAULT.to_string(),
+        };
+        toml::from_str(&text).unwrap_or_default()
+    };
+    let mut doc = document(opts.config.as_deref());
     if cfg.interfaces.is_empty() {
         return Err(RunError::NoPorts);
     }
@@ -568,6 +587,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                         eprintln!("xvs: note: VRRP changes take effect at the next start");
                     }
                     cfg = new;
+                    doc = document(opts.config.as_deref());
                     health.reconfigure(&cfg, Instant::now());
                     rebuild = true;
                     eprintln!("xvs: reloaded: {} services", cfg.services.len());
@@ -599,6 +619,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         if rebuild {
             generation += 1;
             let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
+            resolve_missing(&snap);
             let (s, l, n, o) = snap.filter();
             published.store(Arc::new(snap));
             if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
@@ -628,8 +649,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 .collect();
             last_rate = (Instant::now(), total);
         }
-        if let Some(a) = &admin {
-            a.serve(|args| {
+        // At most 16 clients a round, so that the loop's other duties never starve.
+        for _ in 0..16 {
+            let Some((args, pending)) = admin.as_ref().and_then(|a| a.next()) else {
+                break;
+            };
+            let mut edited = None;
+            let reply = 'answer: {
                 let total = collect(&reports, &mut unresolved);
                 let snap = published.load_full();
                 let rows = rows(&snap, &counters, &total, &zero, &rates);
@@ -662,19 +688,55 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                         hup.store(true, Ordering::Relaxed);
                         ctl::Reply::ok("reload requested: see the director's log for the result\n".into())
                     }
-                    [op, ..] if ["-A", "-E", "-D", "-a", "-e", "-d", "save"].contains(op) => ctl::Reply::err(
-                        2,
-                        format!("xvs ctl {op}: run-time changes are not implemented yet; edit the configuration file and run `xvs ctl reload`\n"),
-                    ),
+                    ["save"] => match toml::to_string(&doc) {
+                        Ok(t) => ctl::Reply::ok(t),
+                        Err(e) => ctl::Reply::err(1, format!("cannot write the configuration: {e}\n")),
+                    },
+                    [op, ..] if ctl::EDITS.contains(op) => {
+                        // The same validation as a file; nothing changes unless all of it passes.
+                        let mut new_doc = doc.clone();
+                        let done = match ctl::edit(&mut new_doc, &args) {
+                            Ok(d) => d,
+                            Err(e) => break 'answer ctl::Reply::err(1, format!("xvs ctl: {e}\n")),
+                        };
+                        let parsed = toml::to_string(&new_doc)
+                            .map_err(|e| e.to_string())
+                            .and_then(|t| config::parse(&t, "xvs ctl").map_err(|e| e.to_string()));
+                        match parsed {
+                            Ok(new_cfg) => {
+                                edited = Some((new_cfg, new_doc));
+                                ctl::Reply::ok(format!("{done}\n"))
+                            }
+                            Err(e) => ctl::Reply::err(1, format!("xvs ctl: refused, nothing changed:\n{e}")),
+                        }
+                    }
                     other => ctl::Reply::err(
                         2,
                         format!(
-                            "xvs ctl: unknown command {:?}; try -L -n, --stats, --rate, -c, -Z, health, vrrp, reload\n",
+                            "xvs ctl: unknown command {:?}; try -L -n, --stats, --rate, -c, -Z, -A/-E/-D, -a/-e/-d, health, vrrp, reload, save\n",
                             other.join(" ")
                         ),
                     ),
                 }
-            });
+            };
+            if let Some((new_cfg, new_doc)) = edited.take() {
+                eprintln!(
+                    "xvs: configuration changed by xvs ctl: {} services",
+                    new_cfg.services.len()
+                );
+                cfg = new_cfg;
+                doc = new_doc;
+                health.reconfigure(&cfg, Instant::now());
+                generation += 1;
+                let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
+                resolve_missing(&snap);
+                let (s, l, n, o) = snap.filter();
+                published.store(Arc::new(snap));
+                if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
+                    eprintln!("xvs: cannot update the packet filter: {e}");
+                }
+            }
+            pending.reply(&reply);
         }
         if let Some(m) = &metrics {
             m.serve(|| {

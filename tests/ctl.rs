@@ -148,9 +148,62 @@ fn ctl_and_metrics_show_the_running_director() {
     let (code, _, err) = ctl(&sock_s, &["--frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown command"), "{err}");
-    let (code, _, err) = ctl(&sock_s, &["-a", "-t", "198.18.0.10:80", "-r", "198.18.2.14:80"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("not implemented"), "{err}");
+
+    // Run-time changes, validated like a file.
+    let ok = |args: &[&str]| {
+        let (code, out, err) = ctl(&sock_s, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    };
+    // A weight edit changes the spread: rs1 drained, wrr 2:1 over the rest.
+    ok(&["-e", "-t", "198.18.0.10:80", "-r", "198.18.2.11:80", "-w", "0"]);
+    let c = client::http_counts(d.cli(), vip, 12).unwrap();
+    assert_eq!((c.get("rs1"), c.get("rs2"), c.get("rs3")), (None, Some(&8), Some(&4)));
+    // A new service with two servers, on a port the servers do not listen on (NAT maps it).
+    ok(&["-A", "-t", "198.18.0.10:8080", "-s", "rr", "-m"]);
+    ok(&["-a", "-t", "198.18.0.10:8080", "-r", "198.18.2.11:80", "-m", "-w", "1"]);
+    ok(&["-a", "-t", "198.18.0.10:8080", "-r", "198.18.2.12:80", "-m", "-w", "1"]);
+    let c = client::http_counts(d.cli(), "198.18.0.10:8080".parse().unwrap(), 4).unwrap();
+    assert_eq!((c.get("rs1"), c.get("rs2")), (Some(&2), Some(&2)));
+    let (_, saved, _) = ctl(&sock_s, &["save"]);
+    let saved_cfg = xvs::config::parse(&saved, "saved").unwrap();
+    assert!(
+        saved_cfg
+            .services
+            .iter()
+            .any(|s| s.port == 8080 && s.real_servers.len() == 2)
+    );
+    // A server deleted with a connection open to it: the connection lives on, new ones avoid it.
+    let (mut r, mut w, name) = d
+        .cli()
+        .run(|| {
+            let s = std::net::TcpStream::connect("198.18.0.10:8080")?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+            let mut r = std::io::BufReader::new(s.try_clone()?);
+            let mut w = s;
+            w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let (_, body) = xvs::lab::serve::read_response(&mut r)?;
+            Ok((r, w, String::from_utf8_lossy(&body).trim().to_string()))
+        })
+        .unwrap();
+    let addr = if name == "rs1" {
+        "198.18.2.11:80"
+    } else {
+        "198.18.2.12:80"
+    };
+    ok(&["-d", "-t", "198.18.0.10:8080", "-r", addr]);
+    w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (status, body) = xvs::lab::serve::read_response(&mut r).unwrap();
+    assert_eq!((status, String::from_utf8_lossy(&body).trim()), (200, name.as_str()));
+    let c = client::http_counts(d.cli(), "198.18.0.10:8080".parse().unwrap(), 3).unwrap();
+    assert_eq!(c.len(), 1);
+    assert!(!c.contains_key(&name), "{c:?}");
+    // Refused edits change nothing.
+    let (code, _, err) = ctl(&sock_s, &["-a", "-t", "198.18.0.10:8080", "-r", "2001:2::5", "-w", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("refused") && err.contains("address family"), "{err}");
+    ok(&["-D", "-t", "198.18.0.10:8080"]);
+    let (_, table, _) = ctl(&sock_s, &["-L", "-n"]);
+    assert!(!table.contains("198.18.0.10:8080"), "{table}");
     let (code, _, _) = ctl(&sock_s, &["reload"]);
     assert_eq!(code, 0);
     let log = d.stop();

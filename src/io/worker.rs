@@ -93,7 +93,7 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 /// Empty loops in a row after which an idle worker yields its core briefly.
 const IDLE_LOOPS: u32 = 1024;
 
-/// Runs one worker until `stop` is set: poll, process, `between_batches`, publish counters.
+/// Runs one worker until `stop` is set: `between_batches`, poll and process, publish counters.
 pub fn run_worker<P: Process + ?Sized>(
     backend: &mut Backend,
     p: &mut P,
@@ -106,8 +106,10 @@ pub fn run_worker<P: Process + ?Sized>(
     let mut idle = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let n = backend.poll(p, &mut c, now);
+        // Before the batch, not after: a worker that slept while idle must not serve the first
+        // frames after it with the snapshot it had before the sleep.
         p.between_batches(now);
+        let n = backend.poll(p, &mut c, now);
         c.loops += 1;
         if n == 0 {
             idle += 1;
