@@ -56,6 +56,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), generated from this command line's definition.
+    Man,
     /// Build, inspect and remove the namespace lab; run its servers and clients.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -186,6 +190,17 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
         Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } => unreachable!("handled in main"),
         Cmd::Vrrp { config } => xvs::vrrp::run_standalone(&config)?,
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "xvs", &mut std::io::stdout());
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+        }
         Cmd::Ctl { socket, args } => {
             let reply = xvs::ctl::request(&socket, &args)?;
             if reply.code == 0 {

@@ -233,6 +233,28 @@ fn resolve_missing(snap: &ServiceTable) {
     }
 }
 
+/// Tells systemd (`Type=notify`) how the director is doing: `READY=1`, `RELOADING=1`,
+/// `STOPPING=1`. Nothing happens when not started by systemd.
+pub fn sd_notify(state: &str) {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        let _ = sd_notify_to(std::path::Path::new(&path), state);
+    }
+}
+
+/// Sends `state` to the notification socket at `path` (a leading `@` is the abstract namespace).
+pub fn sd_notify_to(path: &Path, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => UnixAddr::from_abstract_name(name)?,
+        None => UnixAddr::from_pathname(path)?,
+    };
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
 /// How often the control thread looks at the kernel's neighbours and routes.
 const NEIGH_REFRESH: Duration = Duration::from_secs(1);
 /// How often workers publish their counters to the control thread.
@@ -516,6 +538,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         health.len(),
         cfg.vrrp.instances.len()
     );
+    sd_notify("READY=1");
 
     let collect = |reports: &[Arc<Mutex<Report>>], unresolved: &mut HashSet<Addr>| {
         let mut total = Stats::default();
@@ -568,8 +591,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             rebuild |= v.follow();
         }
         if hup.swap(false, Ordering::Relaxed) {
+            sd_notify("RELOADING=1");
             match load(opts.config.as_deref()) {
-                Err(e) => eprintln!("xvs: reload refused, the running configuration stays:\n{e}"),
+                Err(e) => {
+                    eprintln!("xvs: reload refused, the running configuration stays:\n{e}");
+                    sd_notify("READY=1");
+                }
                 Ok(new)
                     if new
                         .interfaces
@@ -577,7 +604,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                         .map(|i| &i.name)
                         .ne(cfg.interfaces.iter().map(|i| &i.name)) =>
                 {
-                    eprintln!("xvs: reload refused: the interfaces changed, which needs a restart")
+                    eprintln!("xvs: reload refused: the interfaces changed, which needs a restart");
+                    sd_notify("READY=1");
                 }
                 Ok(new) => {
                     if new.conn.max_conns != cfg.conn.max_conns || new.conn.shards != cfg.conn.shards {
@@ -591,6 +619,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     health.reconfigure(&cfg, Instant::now());
                     rebuild = true;
                     eprintln!("xvs: reloaded: {} services", cfg.services.len());
+                    sd_notify("READY=1");
                 }
             }
         }
@@ -761,6 +790,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             });
         }
     }
+    sd_notify("STOPPING=1");
     // VRRP first: priority 0 lets a backup take over while the workers are still stopping.
     if let Some(mut v) = vrrp.take() {
         v.stop();
@@ -773,4 +803,19 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let per: Vec<String> = io_final.iter().map(|c| c.rx.to_string()).collect();
     eprintln!("xvs: frames received per worker: {}", per.join(" "));
     Ok(())
+}
+
+#[cfg(test)]
+mod notify_tests {
+    #[test]
+    fn sd_notify_reaches_a_datagram_socket() {
+        let path = std::env::temp_dir().join(format!("xvs-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        super::sd_notify_to(&path, "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        let _ = std::fs::remove_file(&path);
+    }
 }
