@@ -4,308 +4,11 @@
 //! interface; takeover times are measured from the kill to the VIP on the new master and printed.
 //! Root only; skipped with a reason when not root or without keepalived (scripts/setup installs it).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod vrrp_common;
+
 use std::time::{Duration, Instant};
 
-use xvs::lab::netns::{Netns, veth};
-
-const XVS: &str = env!("CARGO_BIN_EXE_xvs");
-
-fn runnable() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: not root");
-        return false;
-    }
-    if Command::new("keepalived").arg("--version").output().is_err() {
-        eprintln!("skipped: keepalived is not installed (scripts/setup installs it)");
-        return false;
-    }
-    true
-}
-
-fn prefix() -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "xv{}{}",
-        std::process::id() % 100_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A bridge and two directors `a` (198.18.5.1, dev `va`) and `b` (198.18.5.2, dev `vb`).
-struct Pair {
-    p: String,
-    // Drop order: directors first (their processes die with them), then the bridge.
-    a: Netns,
-    b: Netns,
-    _br: Netns,
-    files: Vec<PathBuf>,
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let p = prefix();
-        let br = Netns::create(&format!("{p}-br")).unwrap();
-        let a = Netns::create(&format!("{p}-a")).unwrap();
-        let b = Netns::create(&format!("{p}-b")).unwrap();
-        // No duplicate address detection: link-local addresses usable at once, for both daemons.
-        for ns in [&a, &b] {
-            ns.sysctl(&[
-                ("net.ipv6.conf.all.accept_dad", "0"),
-                ("net.ipv6.conf.default.accept_dad", "0"),
-            ])
-            .unwrap();
-        }
-        br.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
-        br.ip(&["link", "set", "br0", "up"]).unwrap();
-        for (ns, dev, peer, n) in [(&a, "va", "pa", 1), (&b, "vb", "pb", 2)] {
-            veth(ns, dev, &br, peer, 1).unwrap();
-            br.ip(&["link", "set", peer, "master", "br0"]).unwrap();
-            ns.ip(&["addr", "add", &format!("198.18.5.{n}/24"), "dev", dev])
-                .unwrap();
-            ns.ip(&["addr", "add", &format!("2001:2:0:5::{n}/64"), "dev", dev, "nodad"])
-                .unwrap();
-        }
-        // Link-local addresses come with the link; wait until both have one (bounded).
-        for _ in 0..200 {
-            let ok = [(&a, "va"), (&b, "vb")].iter().all(|(ns, d)| {
-                ns.ip(&["-6", "addr", "show", "dev", d, "scope", "link"])
-                    .unwrap()
-                    .contains("fe80")
-            });
-            if ok {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Pair {
-            p,
-            a,
-            b,
-            _br: br,
-            files: Vec::new(),
-        }
-    }
-
-    fn ns(&self, side: char) -> &Netns {
-        if side == 'a' { &self.a } else { &self.b }
-    }
-
-    fn file(&mut self, name: &str, text: &str) -> PathBuf {
-        let f = std::env::temp_dir().join(format!("{}-{name}", self.p));
-        std::fs::write(&f, text).unwrap();
-        self.files.push(f.clone());
-        f
-    }
-
-    /// Starts `xvs vrrp` on `side`.
-    fn xvs(&mut self, side: char, inst: &Inst) -> Proc {
-        let dev = format!("v{side}");
-        let mut t = format!(
-            "[[vrrp_instance]]\nname = \"VI_1\"\ninterface = \"{dev}\"\nvirtual_router_id = 51\npriority = {}\nadvert_int = {}\nversion = {}\nvirtual_ipaddress = [\"{}\"]\n",
-            inst.priority, inst.advert, inst.version, inst.vip
-        );
-        if inst.nopreempt {
-            t.push_str("nopreempt = true\n");
-        }
-        let cfg = self.file(&format!("x{side}.toml"), &t);
-        let log = self.file(&format!("x{side}.log"), "");
-        let child = Command::new("ip")
-            .args(["netns", "exec", self.ns(side).name(), XVS, "vrrp", "-c"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, vrrp_pid: None }
-    }
-
-    /// Starts keepalived (VRRP only) on `side`.
-    fn keepalived(&mut self, side: char, inst: &Inst) -> Proc {
-        let dev = format!("v{side}");
-        let t = format!(
-            "global_defs {{\n  max_auto_priority -1\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface {dev}\n  virtual_router_id 51\n  priority {}\n  advert_int {}\n  version {}\n{}  virtual_ipaddress {{\n    {}\n  }}\n}}\n",
-            inst.priority,
-            inst.advert,
-            inst.version,
-            if inst.nopreempt { "  nopreempt\n" } else { "" },
-            inst.vip
-        );
-        let cfg = self.file(&format!("k{side}.conf"), &t);
-        let pid = self.file(&format!("k{side}.pid"), "");
-        let vpid = self.file(&format!("k{side}.vpid"), "");
-        let log = self.file(&format!("k{side}.log"), "");
-        let _ = std::fs::remove_file(&pid);
-        let _ = std::fs::remove_file(&vpid);
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                self.ns(side).name(),
-                "keepalived",
-                "-P",
-                "-n",
-                "-l",
-                "-f",
-            ])
-            .arg(&cfg)
-            .arg("-p")
-            .arg(&pid)
-            .arg("-r")
-            .arg(&vpid)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            vrrp_pid: Some(vpid),
-        }
-    }
-
-    /// Whether `vip` is on `side`'s interface.
-    fn has(&self, side: char, vip: &str) -> bool {
-        let addr = vip.split('/').next().unwrap_or(vip);
-        let out = self
-            .ns(side)
-            .ip(&["-br", "addr", "show", "dev", &format!("v{side}")])
-            .unwrap_or_default();
-        out.split_whitespace().any(|w| w.split('/').next() == Some(addr))
-    }
-
-    /// Waits (bounded) until `vip` is on `side` and not on the other; the time it took.
-    fn wait_master(&self, side: char, vip: &str, limit: Duration) -> Duration {
-        let other = if side == 'a' { 'b' } else { 'a' };
-        let t0 = Instant::now();
-        while t0.elapsed() < limit {
-            if self.has(side, vip) && !self.has(other, vip) {
-                return t0.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.dump();
-        panic!("{side} did not become the only master of {vip} within {limit:?}");
-    }
-
-    /// Asserts that `side` stays the only holder of `vip` for `d`.
-    fn stays_master(&self, side: char, vip: &str, d: Duration) {
-        let other = if side == 'a' { 'b' } else { 'a' };
-        let t0 = Instant::now();
-        while t0.elapsed() < d {
-            if !self.has(side, vip) || self.has(other, vip) {
-                self.dump();
-                panic!("{side} lost {vip} after {:?}", t0.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn dump(&self) {
-        for f in &self.files {
-            if f.extension().is_some_and(|e| e == "log") {
-                eprintln!(
-                    "--- {}:\n{}",
-                    f.display(),
-                    std::fs::read_to_string(f).unwrap_or_default()
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-struct Inst {
-    priority: u8,
-    advert: &'static str,
-    version: u8,
-    vip: &'static str,
-    nopreempt: bool,
-}
-
-fn inst(priority: u8, advert: &'static str, version: u8, vip: &'static str) -> Inst {
-    Inst {
-        priority,
-        advert,
-        version,
-        vip,
-        nopreempt: false,
-    }
-}
-
-/// A running `xvs vrrp` or keepalived; killed when dropped.
-struct Proc {
-    child: Child,
-    /// keepalived's VRRP child pid file.
-    vrrp_pid: Option<PathBuf>,
-}
-
-impl Proc {
-    fn signal(&mut self, sig: i32) {
-        // keepalived: the parent first, so that it does not restart its VRRP child.
-        let mut pids = vec![self.child.id() as i32];
-        if sig == libc::SIGKILL
-            && let Some(f) = &self.vrrp_pid
-            && let Some(p) = std::fs::read_to_string(f)
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            pids.push(p);
-        }
-        for p in pids {
-            // SAFETY: plain syscall on a pid this test started.
-            unsafe { libc::kill(p, sig) };
-        }
-    }
-    /// Waits (bounded) for the process to exit.
-    fn wait(&mut self) {
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    /// Waits until keepalived wrote its VRRP child's pid (bounded).
-    fn ready(&self) {
-        if let Some(f) = &self.vrrp_pid {
-            for _ in 0..300 {
-                if std::fs::read_to_string(f).is_ok_and(|s| !s.trim().is_empty()) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-/// Master_Down_Interval for a backup of `priority` with advert `cs` centiseconds.
-fn master_down(priority: u32, cs: u32) -> Duration {
-    Duration::from_micros(u64::from(3 * cs * 10_000 + (256 - priority) * cs * 10_000 / 256))
-}
-
-const VIP4: &str = "198.18.5.100/24";
-const VIP6: &str = "2001:2:0:5::100/64";
-/// Slack for process scheduling on a busy 2-core machine and for the 2 ms observation step.
-const SLACK: Duration = Duration::from_millis(400);
+use vrrp_common::*;
 
 #[test]
 fn v3_ipv4_10ms_xvs_master_keepalived_backup_kill_preempt_stop() {
@@ -435,4 +138,94 @@ fn xvs_with_xvs_v3_10ms() {
         master_down(100, 1)
     );
     assert!(l.has('b', VIP4) && took <= master_down(100, 1) + SLACK, "{took:?}");
+}
+
+/// keepalived's use_vmac: both sides create `vrrp.51` with 00:00:5e:00:01:33 and send from it.
+#[test]
+fn v3_ipv4_vmac_xvs_and_keepalived_both_ways() {
+    if !runnable() {
+        return;
+    }
+    const VMAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 51];
+    const DEV: &str = "vrrp.51";
+    let mut l = Pair::new();
+    let cap_a = Capture::start(&l.br, "pa");
+    let cap_b = Capture::start(&l.br, "pb");
+    let mut k = inst(100, "0.01", 3, VIP4);
+    k.extra = "  use_vmac\n".into();
+    let mut ka = l.keepalived('b', &k);
+    ka.ready();
+    let mut x = inst(150, "0.01", 3, VIP4);
+    x.extra = "use_vmac = true\n".into();
+    let mut xa = l.xvs('a', &x);
+    let took = l.wait_master_dev('a', DEV, VIP4, Duration::from_secs(5));
+    eprintln!("vmac: xvs master on {DEV} after {took:?}");
+    assert!(
+        !l.has('a', VIP4),
+        "the VIP is on the macvlan, not on the base interface"
+    );
+    l.stays_master('a', VIP4, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(200));
+    let from_a = adverts(&cap_a.frames());
+    assert!(
+        from_a.iter().any(|&(m, v, p)| m == VMAC && v == 51 && p == 150),
+        "no advert from {VMAC:02x?}: {from_a:02x?}"
+    );
+    assert!(from_a.iter().all(|&(m, _, _)| m == VMAC), "{from_a:02x?}");
+    // As in the keepalived capture vrrp-v3-vmac.hex: to 01:00:5e:00:00:12, TOS 0xc0, TTL 255.
+    let frame = cap_a
+        .frames()
+        .into_iter()
+        .map(|(_, f)| f)
+        .find(|f| f.len() > 34 && f[23] == 112);
+    let f = frame.expect("an advert frame");
+    assert_eq!((&f[..6], f[15], f[22]), (&[1, 0, 0x5e, 0, 0, 0x12][..], 0xc0, 255));
+    // The gratuitous ARP came from the virtual MAC too.
+    let garp = cap_a
+        .frames()
+        .into_iter()
+        .any(|(_, f)| f.len() >= 42 && f[12..14] == [8, 6] && f[6..12] == VMAC && f[22..28] == VMAC);
+    assert!(garp, "no gratuitous ARP from the virtual MAC");
+    // Killed: keepalived takes over on its own vrrp.51.
+    xa.signal(libc::SIGKILL);
+    xa.wait();
+    let t0 = Instant::now();
+    while !l.has_on('b', DEV, VIP4) && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    eprintln!("vmac: keepalived took over {:?} after SIGKILL of xvs", t0.elapsed());
+    assert!(l.has_on('b', DEV, VIP4));
+    cap_b.clear();
+    std::thread::sleep(Duration::from_millis(200));
+    let from_b = adverts(&cap_b.frames());
+    assert!(
+        from_b.iter().any(|&(m, v, p)| m == VMAC && v == 51 && p == 100),
+        "{from_b:02x?}"
+    );
+    // xvs returns with a lower priority: the stale vrrp.51 of the killed run is replaced, and it
+    // stays backup without the VIP.
+    assert!(l.has_link('a', DEV));
+    x.priority = 50;
+    let mut xa = l.xvs('a', &x);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(l.has_link('a', DEV) && !l.has_on('a', DEV, VIP4) && l.has_on('b', DEV, VIP4));
+    ka.signal(libc::SIGKILL);
+    let t0 = Instant::now();
+    while !l.has_on('a', DEV, VIP4) && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = t0.elapsed();
+    eprintln!("vmac: xvs took over {took:?} after SIGKILL of keepalived");
+    assert!(
+        l.has_on('a', DEV, VIP4) && took <= master_down(50, 1) + SLACK,
+        "{took:?}"
+    );
+    cap_a.clear();
+    std::thread::sleep(Duration::from_millis(200));
+    let from_a = adverts(&cap_a.frames());
+    assert!(from_a.iter().any(|&(m, _, p)| m == VMAC && p == 50), "{from_a:02x?}");
+    // A clean stop removes the macvlan.
+    xa.signal(libc::SIGTERM);
+    xa.wait();
+    assert!(!l.has_link('a', DEV), "{DEV} left behind");
 }
