@@ -126,6 +126,9 @@ pub struct Engine {
     packet: Option<OwnedFd>,
     children: Vec<Child>,
     links_at: Instant,
+    /// Link change notifications (RTMGRP_LINK): a tracked interface going down is seen at once
+    /// rather than at the next periodic dump (every 0.5 s).
+    link_events: Option<OwnedFd>,
     links_up: HashMap<String, bool>,
     started: bool,
     stopped: bool,
@@ -402,6 +405,24 @@ fn tx_socket(ifname: &str, ifindex: u32, src: IpAddr) -> Result<OwnedFd, IoError
     Ok(fd)
 }
 
+/// A netlink socket subscribed to link changes (None if it cannot be had: the periodic dumps remain).
+fn link_monitor() -> Option<OwnedFd> {
+    let fd = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE).ok()?;
+    // SAFETY: all-zero is a valid sockaddr_nl.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = libc::RTMGRP_LINK as u32;
+    // SAFETY: `sa` is a valid sockaddr_nl of the size passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    (r == 0).then_some(fd)
+}
+
 /// A pidfd that becomes readable when `pid` exits (None on kernels without pidfd_open).
 fn pidfd(pid: u32) -> Option<OwnedFd> {
     // SAFETY: plain syscall; the result is checked.
@@ -585,6 +606,7 @@ impl Engine {
             packet,
             children: Vec::new(),
             links_at: now,
+            link_events: link_monitor(),
             links_up: HashMap::new(),
             started: false,
             stopped: false,
@@ -661,6 +683,13 @@ impl Engine {
                 revents: 0,
             })
             .collect();
+        if let Some(fd) = &self.link_events {
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         for s in &self.scripts {
             if let Some((_, Some(fd), _)) = &s.running {
                 fds.push(libc::pollfd {
@@ -682,6 +711,19 @@ impl Engine {
                 .collect();
             for r in ready {
                 self.receive(r, &mut events);
+            }
+            if let Some(fd) = &self.link_events
+                && fds.get(self.rx.len()).is_some_and(|p| p.revents & libc::POLLIN != 0)
+            {
+                // Drain (bounded; non-blocking), then dump the links now.
+                for _ in 0..64 {
+                    // SAFETY: `buf` is writable for its length.
+                    let n = unsafe { libc::recv(fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
+                    if n <= 0 {
+                        break;
+                    }
+                }
+                self.links_at = Instant::now();
             }
         }
         let now = Instant::now();
