@@ -70,7 +70,7 @@ fn track_interface_fault_and_back_with_notify_scripts() {
     x.extra = format!(
         "track_interface = [\"t0\"]\nnotify_master = \"{r} master-only\"\nnotify_backup = \"{r} backup-only\"\nnotify_fault = \"{r} fault-only\"\nnotify_stop = \"{r} stop-only\"\nnotify = \"{r}\"\n"
     );
-    let mut ka = l.keepalived('b', &inst(100, "0.01", 3, VIP4));
+    let ka = l.keepalived('b', &inst(100, "0.01", 3, VIP4));
     ka.ready();
     let mut xa = l.xvs('a', &x);
     l.wait_master('a', VIP4, Duration::from_secs(5));
@@ -126,7 +126,7 @@ fn track_script_weight_and_fault() {
         f2.display()
     );
     x.extra = "track_script = [\"w\", \"f\"]\n".into();
-    let mut ka = l.keepalived('b', &inst(100, "0.01", 3, VIP4));
+    let ka = l.keepalived('b', &inst(100, "0.01", 3, VIP4));
     ka.ready();
     let _xa = l.xvs('a', &x);
     l.wait_master('a', VIP4, Duration::from_secs(5));
@@ -205,7 +205,7 @@ fn unicast_peers_xvs_and_keepalived() {
     let cap_a = Capture::start(&l.br, "pa");
     let mut k = inst(100, "0.01", 3, VIP4);
     k.extra = "  unicast_src_ip 198.18.5.2\n  unicast_peer {\n    198.18.5.1\n  }\n".into();
-    let mut ka = l.keepalived('b', &k);
+    let ka = l.keepalived('b', &k);
     ka.ready();
     let mut x = inst(150, "0.01", 3, VIP4);
     x.extra = "unicast_peer = [\"198.18.5.2\"]\n".into();
@@ -251,7 +251,7 @@ fn v3_1s_keepalived_takes_over_from_killed_xvs() {
         return;
     }
     let mut l = Pair::new();
-    let mut ka = l.keepalived('b', &inst(100, "1", 3, VIP4));
+    let ka = l.keepalived('b', &inst(100, "1", 3, VIP4));
     ka.ready();
     let mut x = inst(150, "1", 3, VIP4);
     x.extra = "state = \"MASTER\"\n".into();

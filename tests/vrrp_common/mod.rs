@@ -346,8 +346,11 @@ pub const SLACK: Duration = Duration::from_millis(400);
 
 /// Frames seen on one interface of a namespace (an AF_PACKET socket, all protocols), collected by
 /// a thread until dropped; the reading loop is bounded by a 50 ms receive timeout and a stop flag.
+/// Captured frames with the time each was read.
+pub type Frames = Vec<(Instant, Vec<u8>)>;
+
 pub struct Capture {
-    frames: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    frames: Arc<Mutex<Frames>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -426,7 +429,7 @@ impl Capture {
     }
 
     /// The frames seen so far.
-    pub fn frames(&self) -> Vec<(Instant, Vec<u8>)> {
+    pub fn frames(&self) -> Frames {
         self.frames.lock().unwrap().clone()
     }
 
