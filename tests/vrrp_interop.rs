@@ -188,8 +188,8 @@ fn v3_ipv4_vmac_xvs_and_keepalived_both_ways() {
     assert!(garp, "no gratuitous ARP from the virtual MAC");
     // Killed: keepalived takes over on its own vrrp.51.
     xa.signal(libc::SIGKILL);
-    xa.wait();
     let t0 = Instant::now();
+    xa.wait();
     while !l.has_on('b', DEV, VIP4) && t0.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -228,4 +228,43 @@ fn v3_ipv4_vmac_xvs_and_keepalived_both_ways() {
     xa.signal(libc::SIGTERM);
     xa.wait();
     assert!(!l.has_link('a', DEV), "{DEV} left behind");
+}
+
+/// use_vmac over IPv6: 00:00:5e:00:02:33 on the wire, xvs master then keepalived after a kill.
+#[test]
+fn v3_ipv6_vmac_xvs_and_keepalived() {
+    if !runnable() {
+        return;
+    }
+    const VMAC: [u8; 6] = [0, 0, 0x5e, 0, 2, 51];
+    const DEV: &str = "vrrp.51";
+    let mut l = Pair::new();
+    let cap_a = Capture::start(&l.br, "pa");
+    let mut k = inst(100, "0.01", 3, VIP6);
+    k.extra = "  use_vmac\n".into();
+    let ka = l.keepalived('b', &k);
+    ka.ready();
+    let mut x = inst(150, "0.01", 3, VIP6);
+    x.extra = "use_vmac = true\n".into();
+    let mut xa = l.xvs('a', &x);
+    let took = l.wait_master_dev('a', DEV, VIP6, Duration::from_secs(5));
+    eprintln!("vmac/IPv6: xvs master on {DEV} after {took:?}");
+    l.stays_master('a', VIP6, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(200));
+    let from_a = adverts(&cap_a.frames());
+    assert!(
+        from_a.iter().any(|&(m, v, p)| m == VMAC && v == 51 && p == 150),
+        "{from_a:02x?}"
+    );
+    assert!(l.has_on('a', DEV, VIP6) && !l.has_on('b', DEV, VIP6));
+    xa.signal(libc::SIGKILL);
+    let t0 = Instant::now();
+    while !l.has_on('b', DEV, VIP6) && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    eprintln!(
+        "vmac/IPv6: keepalived took over {:?} after SIGKILL of xvs",
+        t0.elapsed()
+    );
+    assert!(l.has_on('b', DEV, VIP6));
 }
