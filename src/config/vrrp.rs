@@ -42,7 +42,10 @@ pub struct RawVrrpInstance {
     /// Seconds; 0 turns the refresh off.
     pub garp_master_refresh: Option<S<i64>>,
     pub garp_master_refresh_repeat: Option<S<i64>>,
-    pub use_vmac: Option<S<bool>>,
+    /// `true` (interface `vrrp.VRID`) or the macvlan's name, as keepalived's `use_vmac [NAME]`.
+    pub use_vmac: Option<S<toml::Value>>,
+    /// Adverts sent and received on the base interface instead of the virtual MAC one.
+    pub vmac_xmit_base: Option<S<bool>>,
     /// Names, or `{ name, weight }` tables.
     #[serde(default)]
     pub track_interface: Vec<S<toml::Value>>,
@@ -118,7 +121,11 @@ pub struct VrrpInstance {
     pub garp_master_repeat: u32,
     pub garp_master_refresh: Duration,
     pub garp_master_refresh_repeat: u32,
-    pub use_vmac: bool,
+    /// The macvlan interface with the virtual MAC (00:00:5e:00:01:VRID, IPv6 00:00:5e:00:02:VRID)
+    /// that holds the VIPs and sends the adverts: keepalived's `use_vmac`.
+    pub use_vmac: Option<String>,
+    /// keepalived's `vmac_xmit_base`: adverts from the base interface and its own MAC.
+    pub vmac_xmit_base: bool,
     pub track_interfaces: Vec<Track>,
     pub track_scripts: Vec<Track>,
     pub notify: Notify,
@@ -571,15 +578,39 @@ fn instance(e: &mut Errs, s: &S<RawVrrpInstance>, i: usize, scripts: &HashSet<St
             (&r.notify, "notify"),
         ],
     );
-    if let Some(v) = &r.use_vmac
-        && *v.get_ref()
-    {
-        e.at(
-            v.span(),
-            format!("{k}.use_vmac"),
-            "not supported yet: xvs sends from the interface's own MAC",
-        );
-    }
+    let use_vmac = match r.use_vmac.as_ref().map(|v| (v, v.get_ref())) {
+        None | Some((_, toml::Value::Boolean(false))) => None,
+        Some((_, toml::Value::Boolean(true))) => Some(format!("vrrp.{}", vrid.unwrap_or(0))),
+        Some((v, toml::Value::String(n))) => {
+            let ok = !n.is_empty()
+                && n.len() <= 15
+                && n != "."
+                && n != ".."
+                && !n.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+            if !ok {
+                e.at(
+                    v.span(),
+                    format!("{k}.use_vmac"),
+                    format!("'{n}' is not an interface name (1 to 15 characters, no '/', ':' or spaces)"),
+                );
+            } else if *n == interface {
+                e.at(
+                    v.span(),
+                    format!("{k}.use_vmac"),
+                    "must differ from the instance's interface",
+                );
+            }
+            Some(n.clone())
+        }
+        Some((v, _)) => {
+            e.at(
+                v.span(),
+                format!("{k}.use_vmac"),
+                "expected true, false or an interface name",
+            );
+            None
+        }
+    };
     let checksum_form = match r.checksum_pseudo_header.as_ref().map(|v| *v.get_ref()) {
         Some(false) => ChecksumForm::Plain,
         _ => ChecksumForm::Pseudo,
@@ -605,7 +636,8 @@ fn instance(e: &mut Errs, s: &S<RawVrrpInstance>, i: usize, scripts: &HashSet<St
         garp_master_repeat,
         garp_master_refresh,
         garp_master_refresh_repeat,
-        use_vmac: r.use_vmac.as_ref().is_some_and(|v| *v.get_ref()),
+        use_vmac,
+        vmac_xmit_base: r.vmac_xmit_base.as_ref().is_some_and(|v| *v.get_ref()),
         track_interfaces,
         track_scripts,
         notify,
@@ -692,6 +724,23 @@ group = ["VI_1", "VI_6"]
     }
 
     const I: &str = "[[vrrp_instance]]\nname = \"A\"\ninterface = \"eth0\"\nvirtual_router_id = 51\nvirtual_ipaddress = [\"198.18.5.100\"]\n";
+
+    #[test]
+    fn use_vmac_default_name_given_name_and_bad_name() {
+        let c = parse(&format!("{I}use_vmac = true\n"), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.vrrp.instances[0].use_vmac.as_deref(), Some("vrrp.51"));
+        assert!(!c.vrrp.instances[0].vmac_xmit_base);
+        let c =
+            parse(&format!("{I}use_vmac = \"vm1\"\nvmac_xmit_base = true\n"), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.vrrp.instances[0].use_vmac.as_deref(), Some("vm1"));
+        assert!(c.vrrp.instances[0].vmac_xmit_base);
+        let c = parse(&format!("{I}use_vmac = false\n"), "t").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.vrrp.instances[0].use_vmac, None);
+        for bad in ["\"a/b\"", "\"much-too-long-name\"", "3"] {
+            let e = errs(&format!("{I}use_vmac = {bad}\n"));
+            assert!(e.iter().any(|e| e.key.ends_with("use_vmac")), "{bad}: {e:?}");
+        }
+    }
 
     #[test]
     fn bad_vrrp_configs_name_key_reason_and_line() {

@@ -436,6 +436,74 @@ impl Rtnl {
     }
 }
 
+const RTM_DELLINK: u16 = 17;
+const NLM_F_EXCL: u16 = 0x200;
+const NLA_F_NESTED: u16 = 0x8000;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_MACVLAN_MODE: u16 = 1;
+/// `MACVLAN_MODE_PRIVATE`: no traffic between macvlans of one lower device (keepalived's choice).
+pub const MACVLAN_MODE_PRIVATE: u32 = 1;
+
+fn put_attr(b: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    b.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    b.extend_from_slice(&ty.to_ne_bytes());
+    b.extend_from_slice(payload);
+    b.resize(align4(b.len()), 0);
+}
+
+/// The RTM_NEWLINK body that creates macvlan `name` on `parent` with address `mac`, mode `mode`, up.
+fn macvlan_body(name: &str, parent: u32, mac: Mac, mode: u32) -> Vec<u8> {
+    let up = libc::IFF_UP as u32;
+    let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&up.to_ne_bytes());
+    b.extend_from_slice(&up.to_ne_bytes());
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    put_attr(&mut b, IFLA_IFNAME, &n);
+    put_attr(&mut b, IFLA_LINK, &parent.to_ne_bytes());
+    put_attr(&mut b, IFLA_ADDRESS, &mac.0);
+    let mut data = Vec::new();
+    put_attr(&mut data, IFLA_MACVLAN_MODE, &mode.to_ne_bytes());
+    let mut info = Vec::new();
+    put_attr(&mut info, IFLA_INFO_KIND, b"macvlan\0");
+    put_attr(&mut info, IFLA_INFO_DATA | NLA_F_NESTED, &data);
+    put_attr(&mut b, IFLA_LINKINFO | NLA_F_NESTED, &info);
+    b
+}
+
+impl Rtnl {
+    /// Creates macvlan interface `name` on `parent` with address `mac` and `mode`, up; fails with
+    /// EEXIST when a link of that name exists.
+    pub fn macvlan_add(&mut self, name: &str, parent: u32, mac: Mac, mode: u32) -> Result<(), IoError> {
+        let body = macvlan_body(name, parent, mac, mode);
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &body)
+            .map_err(|err| IoError::Sys {
+                what: format!("create macvlan {name} on ifindex {parent}"),
+                err,
+            })
+    }
+
+    /// Removes link `ifindex`; absent already is success.
+    pub fn link_del(&mut self, ifindex: u32) -> Result<(), IoError> {
+        let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+        b.extend_from_slice(&ifindex.to_ne_bytes());
+        b.extend_from_slice(&[0u8; 8]);
+        match self.request(RTM_DELLINK, 0, &b) {
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            r => r.map_err(|err| IoError::Sys {
+                what: format!("remove link ifindex {ifindex}"),
+                err,
+            }),
+        }
+    }
+}
+
 /// Makes the kernel resolve `addr`'s MAC address: sends one empty UDP datagram to its discard
 /// port (9) through a connected socket, which makes the kernel send ARP or a neighbour
 /// solicitation; the answer appears in [`Rtnl::neighbours`]. The datagram itself is harmless.
@@ -491,6 +559,21 @@ mod tests {
         b.extend(attr(5, &"2001:2::1".parse::<Ipv6Addr>().unwrap().octets()));
         let r = parse_route(&b).unwrap();
         assert_eq!(r.dst, "::/0".parse().unwrap());
+    }
+
+    #[test]
+    fn macvlan_request_layout() {
+        let b = macvlan_body("vrrp.53", 7, Mac([0, 0, 0x5e, 0, 1, 0x35]), MACVLAN_MODE_PRIVATE);
+        assert_eq!(u32_at(&b, 8), Some(libc::IFF_UP as u32));
+        let a: Vec<(u16, &[u8])> = attrs(&b[16..]).collect();
+        assert_eq!(a[0], (IFLA_IFNAME, &b"vrrp.53\0"[..]));
+        assert_eq!(a[1], (IFLA_LINK, &7u32.to_ne_bytes()[..]));
+        assert_eq!(a[2], (IFLA_ADDRESS, &[0, 0, 0x5e, 0, 1, 0x35][..]));
+        assert_eq!(a[3].0, IFLA_LINKINFO);
+        let info: Vec<(u16, &[u8])> = attrs(a[3].1).collect();
+        assert_eq!(info[0], (IFLA_INFO_KIND, &b"macvlan\0"[..]));
+        let data: Vec<(u16, &[u8])> = attrs(info[1].1).collect();
+        assert_eq!(data, vec![(IFLA_MACVLAN_MODE, &1u32.to_ne_bytes()[..])]);
     }
 
     #[test]

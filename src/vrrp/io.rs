@@ -82,7 +82,10 @@ pub struct EngineCounters {
 struct Slot {
     inst: Instance,
     cfg: VrrpInstance,
+    /// Where the VIPs go and GARP/NA leave: the interface, or its virtual MAC macvlan.
     ifindex: u32,
+    /// Where adverts are sent and received: the virtual MAC macvlan unless `vmac_xmit_base`.
+    adv_ifindex: u32,
     mac: Option<Mac>,
     send: OwnedFd,
     group: Option<usize>,
@@ -123,11 +126,91 @@ pub struct Engine {
     packet: Option<OwnedFd>,
     children: Vec<Child>,
     links_at: Instant,
+    /// Link change notifications (RTMGRP_LINK): a tracked interface going down is seen at once
+    /// rather than at the next periodic dump (every 0.5 s).
+    link_events: Option<OwnedFd>,
     links_up: HashMap<String, bool>,
     started: bool,
     stopped: bool,
     counters: EngineCounters,
     buf: Vec<u8>,
+    vmacs: Vmacs,
+}
+
+/// The virtual MAC interfaces this engine created, removed when it is dropped (also when
+/// `Engine::new` fails half way), with the base interfaces' ARP settings it changed.
+#[derive(Default)]
+struct Vmacs {
+    links: Vec<(String, u32)>,
+    restore: Vec<(String, String)>,
+}
+
+impl Vmacs {
+    fn remove(&mut self, rtnl: Option<&mut Rtnl>) {
+        if self.links.is_empty() && self.restore.is_empty() {
+            return;
+        }
+        let mut own = if rtnl.is_none() { Rtnl::open().ok() } else { None };
+        let rtnl = rtnl.or(own.as_mut());
+        if let Some(r) = rtnl {
+            for (name, ifindex) in self.links.drain(..) {
+                if let Err(e) = r.link_del(ifindex) {
+                    tracing::warn!("VRRP: removing {name}: {e}");
+                }
+            }
+        }
+        for (path, old) in self.restore.drain(..) {
+            let _ = std::fs::write(&path, old);
+        }
+    }
+}
+
+impl Drop for Vmacs {
+    fn drop(&mut self) {
+        self.remove(None);
+    }
+}
+
+/// keepalived's virtual MAC: 00:00:5e:00:01:VRID for IPv4, 00:00:5e:00:02:VRID for IPv6.
+pub fn virtual_mac(vrid: u8, v6: bool) -> Mac {
+    Mac([0, 0, 0x5e, 0, if v6 { 2 } else { 1 }, vrid])
+}
+
+/// Creates (replacing a stale one left by a killed run) the macvlan `name` on `base` with the
+/// virtual MAC, private mode, up, with keepalived's ARP settings: the macvlan answers ARP for the
+/// VIPs on it (arp_ignore 1), the base interface no longer answers for them (arp_ignore 1,
+/// arp_filter 1, restored at shutdown).
+fn create_vmac(
+    rtnl: &mut Rtnl,
+    vmacs: &mut Vmacs,
+    name: &str,
+    base: u32,
+    base_name: &str,
+    mac: Mac,
+) -> Result<u32, IoError> {
+    if let Ok(old) = xio::ifindex(name) {
+        tracing::info!("VRRP: replacing the existing interface {name}");
+        rtnl.link_del(old)?;
+    }
+    rtnl.macvlan_add(name, base, mac, crate::io::netlink::MACVLAN_MODE_PRIVATE)?;
+    let ifindex = xio::ifindex(name)?;
+    vmacs.links.push((name.to_string(), ifindex));
+    let conf = |dev: &str, key: &str| format!("/proc/sys/net/ipv4/conf/{dev}/{key}");
+    for (key, v) in [("arp_ignore", "1"), ("accept_local", "1"), ("rp_filter", "0")] {
+        let _ = std::fs::write(conf(name, key), v);
+    }
+    for (key, v) in [("arp_ignore", "1"), ("arp_filter", "1")] {
+        let path = conf(base_name, key);
+        if vmacs.restore.iter().any(|(p, _)| *p == path) {
+            continue;
+        }
+        if let Ok(old) = std::fs::read_to_string(&path) {
+            if std::fs::write(&path, v).is_ok() {
+                vmacs.restore.push((path, old.trim().to_string()));
+            }
+        }
+    }
+    Ok(ifindex)
 }
 
 fn sys<T: Ord + Default + Copy>(r: T, what: &str) -> Result<T, IoError> {
@@ -322,6 +405,24 @@ fn tx_socket(ifname: &str, ifindex: u32, src: IpAddr) -> Result<OwnedFd, IoError
     Ok(fd)
 }
 
+/// A netlink socket subscribed to link changes (None if it cannot be had: the periodic dumps remain).
+fn link_monitor() -> Option<OwnedFd> {
+    let fd = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE).ok()?;
+    // SAFETY: all-zero is a valid sockaddr_nl.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = libc::RTMGRP_LINK as u32;
+    // SAFETY: `sa` is a valid sockaddr_nl of the size passed.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    (r == 0).then_some(fd)
+}
+
 /// A pidfd that becomes readable when `pid` exits (None on kernels without pidfd_open).
 fn pidfd(pid: u32) -> Option<OwnedFd> {
     // SAFETY: plain syscall; the result is checked.
@@ -385,10 +486,28 @@ impl Engine {
         let addrs = rtnl.addrs()?;
         let mut rx: Vec<RxSocket> = Vec::new();
         let mut slots = Vec::new();
+        let mut vmacs = Vmacs::default();
         let now = Instant::now();
         for (n, c) in v.instances.iter().enumerate() {
             let ifindex = xio::ifindex(&c.interface)?;
             let v6 = c.is_ipv6();
+            let (vip_ifindex, adv_ifindex, adv_name, mac) = match &c.use_vmac {
+                Some(name) => {
+                    let mac = virtual_mac(c.vrid, v6);
+                    let vi = create_vmac(&mut rtnl, &mut vmacs, name, ifindex, &c.interface, mac)?;
+                    if c.vmac_xmit_base {
+                        (vi, ifindex, c.interface.clone(), Some(mac))
+                    } else {
+                        (vi, vi, name.clone(), Some(mac))
+                    }
+                }
+                None => (
+                    ifindex,
+                    ifindex,
+                    c.interface.clone(),
+                    links.iter().find(|l| l.ifindex == ifindex).and_then(|l| l.mac),
+                ),
+            };
             let vip_addrs: Vec<IpAddr> = c.vips.iter().map(|p| p.addr).collect();
             // keepalived's choice: unicast_src_ip, else the interface's first address of the family
             // (IPv6: its link-local address), never one of our VIPs.
@@ -409,14 +528,14 @@ impl Engine {
                     family: if v6 { "IPv6 link-local" } else { "IPv4" },
                 });
             };
-            if !rx.iter().any(|r| r.ifindex == ifindex && r.v6 == v6) {
+            if !rx.iter().any(|r| r.ifindex == adv_ifindex && r.v6 == v6) {
                 rx.push(RxSocket {
-                    fd: rx_socket(&c.interface, ifindex, v6)?,
-                    ifindex,
+                    fd: rx_socket(&adv_name, adv_ifindex, v6)?,
+                    ifindex: adv_ifindex,
                     v6,
                 });
             }
-            let send = tx_socket(&c.interface, ifindex, src)?;
+            let send = tx_socket(&adv_name, adv_ifindex, src)?;
             let icfg = InstanceConfig {
                 name: c.name.clone(),
                 version: c.version,
@@ -442,8 +561,9 @@ impl Engine {
             slots.push(Slot {
                 inst: Instance::new(icfg),
                 cfg: c.clone(),
-                ifindex,
-                mac: links.iter().find(|l| l.ifindex == ifindex).and_then(|l| l.mac),
+                ifindex: vip_ifindex,
+                adv_ifindex,
+                mac,
                 send,
                 group,
                 track: (false, 0),
@@ -486,11 +606,13 @@ impl Engine {
             packet,
             children: Vec::new(),
             links_at: now,
+            link_events: link_monitor(),
             links_up: HashMap::new(),
             started: false,
             stopped: false,
             counters: EngineCounters::default(),
             buf: vec![0u8; 4096],
+            vmacs,
         };
         // VIPs left behind by a previous run that was killed: a backup must not hold them.
         for i in 0..e.slots.len() {
@@ -561,6 +683,13 @@ impl Engine {
                 revents: 0,
             })
             .collect();
+        if let Some(fd) = &self.link_events {
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         for s in &self.scripts {
             if let Some((_, Some(fd), _)) = &s.running {
                 fds.push(libc::pollfd {
@@ -582,6 +711,19 @@ impl Engine {
                 .collect();
             for r in ready {
                 self.receive(r, &mut events);
+            }
+            if let Some(fd) = &self.link_events
+                && fds.get(self.rx.len()).is_some_and(|p| p.revents & libc::POLLIN != 0)
+            {
+                // Drain (bounded; non-blocking), then dump the links now.
+                for _ in 0..64 {
+                    // SAFETY: `buf` is writable for its length.
+                    let n = unsafe { libc::recv(fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
+                    if n <= 0 {
+                        break;
+                    }
+                }
+                self.links_at = Instant::now();
             }
         }
         let now = Instant::now();
@@ -616,6 +758,7 @@ impl Engine {
                 let _ = c.wait();
             }
         }
+        self.vmacs.remove(Some(&mut self.rtnl));
         events
     }
 
@@ -735,7 +878,7 @@ impl Engine {
                     }
                 }
                 IpAddr::V6(d) => {
-                    let sa = sockaddr6(d, s.ifindex);
+                    let sa = sockaddr6(d, s.adv_ifindex);
                     // SAFETY: as above.
                     unsafe {
                         libc::sendto(
@@ -877,7 +1020,7 @@ impl Engine {
             let Some(i) = self
                 .slots
                 .iter()
-                .position(|s| s.ifindex == ifindex && s.cfg.is_ipv6() == v6 && s.cfg.vrid == vrid)
+                .position(|s| s.adv_ifindex == ifindex && s.cfg.is_ipv6() == v6 && s.cfg.vrid == vrid)
             else {
                 self.counters.unknown_vrid += 1;
                 continue;
