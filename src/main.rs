@@ -408,6 +408,9 @@ fn import_keepalived(file: &std::path::Path, output: Option<&std::path::Path>, s
         );
         return ExitCode::from(1);
     }
-    eprintln!("xvs import-keepalived: converted with {} warning(s)", conv.warnings.len());
+    eprintln!(
+        "xvs import-keepalived: converted with {} warning(s)",
+        conv.warnings.len()
+    );
     ExitCode::SUCCESS
 }

@@ -19,7 +19,12 @@ fn data(name: &str) -> PathBuf {
 /// Converts a sample and parses the TOML with xvs's own loader.
 fn import(name: &str) -> (Conversion, Config) {
     let conv = convert_file(&data(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(conv.refused.is_empty(), "{name}: refused: {:?}\n{}", conv.refused, conv.toml);
+    assert!(
+        conv.refused.is_empty(),
+        "{name}: refused: {:?}\n{}",
+        conv.refused,
+        conv.toml
+    );
     let cfg = xvs::config::parse(&conv.toml, name).unwrap_or_else(|e| panic!("{name}: {e}\n{}", conv.toml));
     (conv, cfg)
 }
@@ -77,7 +82,9 @@ fn lvs_dr_pair_with_http_get() {
     let tls = &cfg.services[1];
     assert_eq!(tls.sched, SchedKind::Sh);
     assert!(tls.sched_opts.port, "sh-port");
-    let CheckKind::Http(h) = &tls.real_servers[0].checks[0].kind else { panic!() };
+    let CheckKind::Http(h) = &tls.real_servers[0].checks[0].kind else {
+        panic!()
+    };
     assert!(h.tls.is_some());
     assert_eq!(h.virtualhost.as_deref(), Some("www.example.invalid"));
     assert_eq!(h.urls[0].status, [(200, 299)]);
@@ -109,16 +116,24 @@ fn nat_with_tcp_check_sorry_server_and_quorum() {
     let sorry = db.health.sorry_server.as_ref().expect("sorry server");
     assert_eq!((sorry.addr, sorry.port, sorry.inhibit), (ip("198.18.2.99"), 3306, true));
     let rs = &db.real_servers;
-    assert_eq!(rs[0].notify_up.as_deref(), Some("/usr/local/bin/db-notify 198.18.2.21 up"));
+    assert_eq!(
+        rs[0].notify_up.as_deref(),
+        Some("/usr/local/bin/db-notify 198.18.2.21 up")
+    );
     let tcp = &rs[0].checks[0];
     assert_eq!(tcp.kind, CheckKind::Tcp);
-    assert_eq!((tcp.timeout, tcp.policy.fall, tcp.policy.interval), (secs(2.0), 3, secs(3.0)));
+    assert_eq!(
+        (tcp.timeout, tcp.policy.fall, tcp.policy.interval),
+        (secs(2.0), 3, secs(3.0))
+    );
     assert!(tcp.policy.alpha, "alpha is inherited from the virtual server");
     // Two checkers on one server; bindto; MISC_CHECK with misc_dynamic and its timeout.
     assert_eq!(rs[1].checks.len(), 2);
     assert_eq!(rs[1].checks[0].bind.map(|b| b.ip()), Some(ip("198.18.1.1")));
     let misc = &rs[1].checks[1];
-    let CheckKind::Misc(m) = &misc.kind else { panic!("{misc:?}") };
+    let CheckKind::Misc(m) = &misc.kind else {
+        panic!("{misc:?}")
+    };
     assert!(m.dynamic && m.path.contains("check-replica"));
     assert_eq!(misc.timeout, secs(5.0));
     assert_eq!(rs[2].checks[0].connect, "198.18.2.123:3307".parse().unwrap());
@@ -131,7 +146,9 @@ fn nat_with_tcp_check_sorry_server_and_quorum() {
     let v6 = &cfg.services[2];
     assert_eq!((v6.vip, v6.sched), (ip("2001:2::20"), SchedKind::Lc));
     assert_eq!(v6.real_servers[0].port, 8080);
-    let CheckKind::Http(h) = &v6.real_servers[0].checks[0].kind else { panic!() };
+    let CheckKind::Http(h) = &v6.real_servers[0].checks[0].kind else {
+        panic!()
+    };
     assert!(h.http11);
 
     assert_eq!(cfg.conn.timeouts.tcp_established, Duration::from_secs(7200));
@@ -162,7 +179,11 @@ fn vrrp_only_unicast_with_scripts_and_a_sync_group() {
         .map(|t| (t.name.as_str(), t.weight))
         .collect();
     assert_eq!(tracks, [("eth1", None), ("eth2", Some(-20))]);
-    let scripts: Vec<(&str, Option<i32>)> = front.track_scripts.iter().map(|t| (t.name.as_str(), t.weight)).collect();
+    let scripts: Vec<(&str, Option<i32>)> = front
+        .track_scripts
+        .iter()
+        .map(|t| (t.name.as_str(), t.weight))
+        .collect();
     assert_eq!(scripts, [("chk_haproxy", None), ("chk_uplink", Some(20))]);
     let back = &v.instances[1];
     assert_eq!(back.preempt_delay, Duration::from_secs(30));
@@ -189,7 +210,10 @@ fn include_globs_relative_to_the_including_file() {
     let weights: Vec<(IpAddr, u32)> = web.real_servers.iter().map(|r| (r.addr, r.weight)).collect();
     assert_eq!(weights, [(ip("198.18.2.41"), 1), (ip("198.18.2.42"), 2)]);
     let dns = &cfg.services[1];
-    assert_eq!((dns.sched, dns.method, dns.proto), (SchedKind::Mh, Method::Dr, Proto::Udp));
+    assert_eq!(
+        (dns.sched, dns.method, dns.proto),
+        (SchedKind::Mh, Method::Dr, Proto::Udp)
+    );
     assert!(dns.sched_opts.port && dns.sched_opts.fallback);
     assert!(matches!(dns.real_servers[0].checks[0].kind, CheckKind::Misc(_)));
     // conf.d/README does not match *.conf; warnings in included files name them.
@@ -273,7 +297,10 @@ fn cli_parse_errors_exit_1_with_file_and_line() {
     let (code, stdout, stderr) = xvs(&["import-keepalived", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stdout.is_empty());
-    assert!(stderr.contains("bad.conf:1") && stderr.contains("never closed"), "{stderr}");
+    assert!(
+        stderr.contains("bad.conf:1") && stderr.contains("never closed"),
+        "{stderr}"
+    );
     let (code, _, stderr) = xvs(&["import-keepalived", dir.join("missing.conf").to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot read"), "{stderr}");
@@ -286,6 +313,9 @@ fn cli_parse_errors_exit_1_with_file_and_line() {
     .unwrap();
     let (code, _, stderr) = xvs(&["import-keepalived", bad.to_str().unwrap()]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("refused by xvs check") && stderr.contains("one family"), "{stderr}");
+    assert!(
+        stderr.contains("refused by xvs check") && stderr.contains("one family"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -245,7 +245,10 @@ pub fn convert(nodes: &[Node], name: &str, warns: &mut Vec<Warning>) -> String {
             if emitted_instances.contains(&m) {
                 kept.push(q(&m));
             } else {
-                cx.warn(n, format!("member '{m}' is not a converted vrrp_instance; left out of the group"));
+                cx.warn(
+                    n,
+                    format!("member '{m}' is not a converted vrrp_instance; left out of the group"),
+                );
             }
         }
         if kept.is_empty() {
@@ -262,9 +265,7 @@ pub fn convert(nodes: &[Node], name: &str, warns: &mut Vec<Warning>) -> String {
         out.push_str(h);
         out.push('\n');
     }
-    out.push_str(
-        "# Read the warnings printed with it: each names a keepalived option that was not carried over.\n",
-    );
+    out.push_str("# Read the warnings printed with it: each names a keepalived option that was not carried over.\n");
     if !timeouts.keys.is_empty() {
         out.push_str("\n[conn.timeouts]   # keepalived's lvs_timeouts\n");
         timeouts.write(&mut out, "");
@@ -301,7 +302,9 @@ fn interfaces(cx: &mut Cx, nodes: &[Node], out: &mut String) {
         cx.w.push(Warning::new(
             *loc,
             "interface",
-            format!("[[interface]] '{name}' made from this mention: check it, its addresses and the server-side interface"),
+            format!(
+                "[[interface]] '{name}' made from this mention: check it, its addresses and the server-side interface"
+            ),
         ));
     }
 }
@@ -320,15 +323,21 @@ fn global_defs(cx: &mut Cx, g: &Node, header: &mut Vec<String>, timeouts: &mut T
                     cx.vrrp_version = v.parse().ok();
                 }
             }
-            "vrrp_garp_master_delay" | "vrrp_garp_master_repeat" | "vrrp_garp_master_refresh"
+            "vrrp_garp_master_delay"
+            | "vrrp_garp_master_repeat"
+            | "vrrp_garp_master_refresh"
             | "vrrp_garp_master_refresh_repeat" => {
                 if let Some(v) = cx.int(n, 0, 86400) {
                     cx.garp.set(&n.keyword["vrrp_".len()..], v);
                 }
             }
             "lvs_timeouts" => lvs_timeouts(cx, n, timeouts),
-            "notification_email" | "notification_email_from" | "smtp_server" | "smtp_connect_timeout"
-            | "smtp_helo_name" | "email_faults" => {
+            "notification_email"
+            | "notification_email_from"
+            | "smtp_server"
+            | "smtp_connect_timeout"
+            | "smtp_helo_name"
+            | "email_faults" => {
                 cx.not_carried(n, "xvs sends no e-mail: use notify scripts");
             }
             "vrrp_strict" => cx.not_carried(
@@ -337,7 +346,10 @@ fn global_defs(cx: &mut Cx, g: &Node, header: &mut Vec<String>, timeouts: &mut T
             ),
             "enable_script_security" | "script_user" => {
                 cx.no_block(n);
-                cx.not_carried(n, "xvs runs scripts as its own user: check their ownership and permissions");
+                cx.not_carried(
+                    n,
+                    "xvs runs scripts as its own user: check their ownership and permissions",
+                );
             }
             "lvs_sync_daemon" | "lvs_sync_daemon_interface" => {
                 cx.no_block(n);
@@ -372,7 +384,10 @@ fn lvs_timeouts(cx: &mut Cx, n: &Node, t: &mut Table) {
                 Ok(s) if s > 0 => t.set(k, s.to_string()),
                 _ => cx.warn(n, format!("{k} '{v}' is not a number of seconds; ignored")),
             },
-            _ => cx.warn(n, format!("'{}' is not tcp, tcpfin or udp with seconds; ignored", pair.join(" "))),
+            _ => cx.warn(
+                n,
+                format!("'{}' is not tcp, tcpfin or udp with seconds; ignored", pair.join(" ")),
+            ),
         }
     }
 }
@@ -458,7 +473,10 @@ fn track_list(cx: &mut Cx, n: &Node, what: &str) -> Option<String> {
                 items.push(format!("{{ name = {}, weight = {} }}", q(&m.keyword), v))
             }
             other => {
-                cx.warn(m, format!("'{}' not understood; tracked without a weight", other.join(" ")));
+                cx.warn(
+                    m,
+                    format!("'{}' not understood; tracked without a weight", other.join(" ")),
+                );
                 items.push(q(&m.keyword));
             }
         }
@@ -567,10 +585,14 @@ fn vrrp_instance(cx: &mut Cx, inst: &Node) -> Option<(String, Table)> {
             "unicast_peer" => {
                 let mut peers = Vec::new();
                 for p in children(n) {
-                    if !p.args.is_empty() {
-                        cx.warn(p, format!("'{}' not carried over; only the address is", p.args.join(" ")));
-                    }
                     peers.push(q(&p.keyword));
+                    // `unicast_peer { A B }` on one line lists both; other words are options.
+                    let (addrs, opts): (Vec<&String>, Vec<&String>) =
+                        p.args.iter().partition(|a| a.parse::<std::net::IpAddr>().is_ok());
+                    peers.extend(addrs.into_iter().map(|a| q(a)));
+                    if !opts.is_empty() {
+                        cx.warn(p, format!("'{}' not carried over; only addresses are", opts.into_iter().cloned().collect::<Vec<_>>().join(" ")));
+                    }
                 }
                 if n.block.is_none() {
                     cx.warn(n, "want a block of addresses; ignored");
@@ -668,7 +690,10 @@ fn vrrp_instance(cx: &mut Cx, inst: &Node) -> Option<(String, Table)> {
     }
     let v6 = vips.first().is_some_and(|(a, _)| a.contains(':'));
     if vips.is_empty() {
-        cx.warn(inst, format!("vrrp_instance '{name}' has no virtual_ipaddress; not carried over"));
+        cx.warn(
+            inst,
+            format!("vrrp_instance '{name}' has no virtual_ipaddress; not carried over"),
+        );
         return None;
     }
     t.set(
@@ -716,9 +741,10 @@ fn sync_group(cx: &mut Cx, g: &Node) -> Option<Table> {
                 }
             }
             "smtp_alert" => cx.not_carried(n, "xvs sends no e-mail: use notify scripts"),
-            "global_tracking" | "sync_group_tracking_weight" => {
-                cx.not_carried(n, "tracking stays per instance; a member's FAULT faults the whole group")
-            }
+            "global_tracking" | "sync_group_tracking_weight" => cx.not_carried(
+                n,
+                "tracking stays per instance; a member's FAULT faults the whole group",
+            ),
             "track_interface" | "track_script" | "track_process" | "track_file" | "track_bfd" => {
                 cx.not_carried(n, "xvs tracks per vrrp_instance: move this to each member")
             }
@@ -726,7 +752,10 @@ fn sync_group(cx: &mut Cx, g: &Node) -> Option<Table> {
         }
     }
     if members.is_empty() {
-        cx.warn(g, format!("sync group '{name}' has no group {{ }} of members; not carried over"));
+        cx.warn(
+            g,
+            format!("sync group '{name}' has no group {{ }} of members; not carried over"),
+        );
         return None;
     }
     t.set("group", members.join("\u{0}"));
@@ -763,7 +792,10 @@ fn virtual_server(cx: &mut Cx, vs: &Node, out: &mut String) {
         }
         [ip, port] => (ip.clone(), port.clone()),
         [ip] => {
-            cx.warn(vs, format!("not carried over: {ip} has no port (all-port services are not supported)"));
+            cx.warn(
+                vs,
+                format!("not carried over: {ip} has no port (all-port services are not supported)"),
+            );
             return;
         }
         _ => {
@@ -802,7 +834,10 @@ fn virtual_server(cx: &mut Cx, vs: &Node, out: &mut String) {
                     match k.as_str() {
                         "NAT" | "DR" | "TUN" => t.set("lb_kind", q(&k)),
                         "FNAT" | "FULLNAT" => t.set("lb_kind", q("FULLNAT")),
-                        o => cx.warn(n, format!("'{o}' is not NAT, DR, TUN or FULLNAT; NAT (keepalived's default) used")),
+                        o => cx.warn(
+                            n,
+                            format!("'{o}' is not NAT, DR, TUN or FULLNAT; NAT (keepalived's default) used"),
+                        ),
                     }
                 }
             }
@@ -893,7 +928,10 @@ fn virtual_server(cx: &mut Cx, vs: &Node, out: &mut String) {
             "warmup" => cx.not_carried(n, "xvs checks every server from the start (no random warm-up delay)"),
             "omega" => cx.not_carried(n, "quorum_down does not run at exit in xvs"),
             "ha_suspend" => cx.not_carried(n, "xvs checks real servers whatever the VRRP state"),
-            "ops" => cx.not_carried(n, "one-packet scheduling is not supported: UDP flows keep a connection entry"),
+            "ops" => cx.not_carried(
+                n,
+                "one-packet scheduling is not supported: UDP flows keep a connection entry",
+            ),
             "persistence_engine" => cx.not_carried(n, "persistence engines (SIP) are not supported"),
             "smtp_alert" => cx.not_carried(n, "xvs sends no e-mail: use notify_up/notify_down"),
             "ip_family" => cx.no_block(n),
@@ -929,7 +967,10 @@ fn virtual_server(cx: &mut Cx, vs: &Node, out: &mut String) {
                 sched_flags.push(s);
             }
         } else {
-            cx.warn(n, format!("not carried over: applies to the sh and mh schedulers only, not {algo_name}"));
+            cx.warn(
+                n,
+                format!("not carried over: applies to the sh and mh schedulers only, not {algo_name}"),
+            );
         }
     }
     if !sched_flags.is_empty() {
@@ -1138,7 +1179,10 @@ fn checker(cx: &mut Cx, kind: &str, c: &Node, inh: &Inherit) -> Option<Table> {
             t.inherit("virtualhost", &q(vh));
         }
         if urls.is_empty() {
-            cx.warn(c, "not carried over: an HTTP checker needs at least one url { path ... }");
+            cx.warn(
+                c,
+                "not carried over: an HTTP checker needs at least one url { path ... }",
+            );
             return None;
         }
         t.set("url", format!("[{}]", urls.join(", ")));
@@ -1179,7 +1223,10 @@ fn url(cx: &mut Cx, u: &Node) -> Option<String> {
             "regex" | "regex_no_match" | "regex_options" | "regex_stack" | "regex_min_offset" | "regex_max_offset" => {
                 cx.not_carried(n, "body regular expressions are not supported (digest is)")
             }
-            "virtualhost" => cx.not_carried(n, "a per-url virtualhost is not supported: set virtualhost on the checker"),
+            "virtualhost" => cx.not_carried(
+                n,
+                "a per-url virtualhost is not supported: set virtualhost on the checker",
+            ),
             _ => cx.unknown(n, "url"),
         }
     }
@@ -1189,4 +1236,123 @@ fn url(cx: &mut Cx, u: &Node) -> Option<String> {
     };
     parts.insert(0, format!("path = {}", q(&path)));
     Some(format!("{{ {} }}", parts.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::convert_str;
+    use proptest::prelude::*;
+
+    fn conv(text: &str) -> super::super::Conversion {
+        convert_str(text, "t.conf", None).expect("parses")
+    }
+
+    fn options(c: &super::super::Conversion) -> Vec<(String, String)> {
+        c.warnings.iter().map(|w| (w.at.clone(), w.option.clone())).collect()
+    }
+
+    #[test]
+    fn values_are_quoted_and_escaped_for_toml() {
+        let c = conv(
+            "vrrp_script s {\n script \"/bin/echo \\\"quoted\\\" \\\\ back\"\n}\n\
+             vrrp_instance V { interface eth0\n virtual_router_id 1\n virtual_ipaddress {\n 198.18.0.1\n }\n\
+             notify_master /bin/notify with words\n track_script {\n s\n }\n}\n",
+        );
+        assert!(c.refused.is_empty(), "{:?}\n{}", c.refused, c.toml);
+        let cfg = crate::config::parse(&c.toml, "t").unwrap();
+        assert_eq!(cfg.vrrp.scripts[0].argv, ["/bin/echo", "\"quoted\"", "\\", "back"]);
+        assert_eq!(
+            cfg.vrrp.instances[0].notify.master.as_deref(),
+            Some("/bin/notify with words")
+        );
+    }
+
+    #[test]
+    fn one_line_lists_flags_and_mcast_src_ip() {
+        let c = conv(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 9\n mcast_src_ip 198.18.1.1\n\
+             unicast_peer { 198.18.1.2 198.18.1.3 }\n virtual_ipaddress {\n 198.18.0.1\n }\n nopreempt\n}\n\
+             vrrp_sync_group G { group { V } }\n",
+        );
+        assert!(c.refused.is_empty(), "{:?}\n{}", c.refused, c.toml);
+        let cfg = crate::config::parse(&c.toml, "t").unwrap();
+        let i = &cfg.vrrp.instances[0];
+        assert_eq!(i.unicast_peers.len(), 2);
+        assert_eq!(i.unicast_src_ip, "198.18.1.1".parse().ok());
+        assert!(!i.preempt);
+        assert_eq!(cfg.vrrp.sync_groups[0].instances, [0]);
+        assert!(options(&c).contains(&("t.conf:4".into(), "mcast_src_ip".into())));
+    }
+
+    #[test]
+    fn missing_essentials_drop_the_block_with_a_warning() {
+        let c = conv(
+            "vrrp_instance V {\n virtual_router_id 9\n virtual_ipaddress {\n 198.18.0.1\n }\n}\n\
+             vrrp_sync_group G {\n group {\n V\n }\n}\n\
+             virtual_server 198.18.0.1 80 {\n real_server 198.18.2.1 80 {\n HTTP_GET {\n connect_timeout 1\n }\n\
+             MISC_CHECK {\n misc_timeout 1\n }\n }\n}\n",
+        );
+        assert!(c.refused.is_empty(), "{:?}\n{}", c.refused, c.toml);
+        let o = options(&c);
+        for (at, opt) in [
+            ("t.conf:1", "vrrp_instance"),
+            ("t.conf:7", "vrrp_sync_group"),
+            ("t.conf:14", "HTTP_GET"),
+            ("t.conf:17", "MISC_CHECK"),
+        ] {
+            assert!(o.contains(&(at.into(), opt.into())), "{at} {opt}: {o:?}");
+        }
+    }
+
+    #[test]
+    fn inheritance_checker_over_real_server_over_virtual_server() {
+        let c = conv(
+            "virtual_server 198.18.0.1 80 {\n connect_timeout 7\n retry 4\n virtualhost vs.example\n\
+             real_server 198.18.2.1 80 {\n connect_timeout 5\n HTTP_GET {\n url {\n path /\n }\n }\n\
+             TCP_CHECK {\n connect_timeout 2\n }\n }\n}\n",
+        );
+        let cfg = crate::config::parse(&c.toml, "t").unwrap();
+        let checks = &cfg.services[0].real_servers[0].checks;
+        assert_eq!(checks[0].timeout, std::time::Duration::from_secs(2), "TCP_CHECK's own");
+        assert_eq!(
+            checks[1].timeout,
+            std::time::Duration::from_secs(5),
+            "the real server's"
+        );
+        assert_eq!(checks[1].policy.fall, 5, "the virtual server's retry 4");
+        let crate::config::CheckKind::Http(h) = &checks[1].kind else {
+            panic!()
+        };
+        assert_eq!(h.virtualhost.as_deref(), Some("vs.example"));
+    }
+
+    #[test]
+    fn bad_values_warn_and_never_reach_the_toml() {
+        let c = conv(
+            "virtual_server 198.18.0.1 80 {\n delay_loop soon\n real_server 198.18.2.1 80 {\n weight heavy\n }\n}\n",
+        );
+        assert!(c.refused.is_empty(), "{:?}", c.refused);
+        let o = options(&c);
+        assert!(o.contains(&("t.conf:2".into(), "delay_loop".into())), "{o:?}");
+        assert!(o.contains(&("t.conf:4".into(), "weight".into())), "{o:?}");
+    }
+
+    proptest! {
+        /// Whatever the input, conversion returns (an error or TOML) and never panics.
+        #[test]
+        fn conversion_never_panics(words in proptest::collection::vec(prop_oneof![
+            Just("{"), Just("}"), Just("\n"), Just(" "), Just("\""),
+            Just("virtual_server"), Just("real_server"), Just("vrrp_instance"), Just("vrrp_sync_group"),
+            Just("group"), Just("TCP_CHECK"), Just("HTTP_GET"), Just("url"), Just("path"), Just("weight"),
+            Just("virtual_ipaddress"), Just("track_script"), Just("fwmark"), Just("198.18.0.1"), Just("80"),
+            Just("-1"), Just("x"), Just("dev"), Just("include"),
+        ], 0..120)) {
+            let _ = convert_str(&words.concat(), "t.conf", None);
+        }
+
+        #[test]
+        fn random_text_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = convert_str(&String::from_utf8_lossy(&bytes), "t.conf", None);
+        }
+    }
 }

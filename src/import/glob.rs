@@ -18,7 +18,11 @@ pub fn expand(pattern: &Path) -> Vec<PathBuf> {
                 next.push(base.join(c.as_os_str()));
                 continue;
             }
-            let dir = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+            let dir = if base.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                base
+            };
             let Ok(entries) = std::fs::read_dir(dir) else { continue };
             let mut names: Vec<String> = entries
                 .filter_map(|e| e.ok())

@@ -111,7 +111,11 @@ fn lex(
             continue;
         }
         for (i, tok) in words.into_iter().enumerate() {
-            out.push(Token { tok, loc, first: i == 0 });
+            out.push(Token {
+                tok,
+                loc,
+                first: i == 0,
+            });
         }
     }
     Ok(())
@@ -231,7 +235,12 @@ fn at(src: &Sources, loc: Loc) -> String {
 /// Statements until the `}` that closes the block opened at `opened` (or the end at top level).
 /// Iterative over statements; recursion only follows nesting, which is bounded by the input size
 /// but guarded anyway so that a hostile file cannot overflow the stack.
-fn block(toks: &[Token], pos: &mut usize, opened: Option<(Loc, usize)>, src: &Sources) -> Result<Vec<Node>, ImportError> {
+fn block(
+    toks: &[Token],
+    pos: &mut usize,
+    opened: Option<(Loc, usize)>,
+    src: &Sources,
+) -> Result<Vec<Node>, ImportError> {
     let mut out = Vec::new();
     let depth = opened.map_or(0, |(_, d)| d);
     if depth > 64 {
@@ -273,13 +282,22 @@ fn block(toks: &[Token], pos: &mut usize, opened: Option<(Loc, usize)>, src: &So
                 let keyword = w.clone();
                 *pos += 1;
                 let mut args = Vec::new();
-                while let Some(Token { tok: Tok::Word(a), first: false, .. }) = toks.get(*pos) {
+                while let Some(Token {
+                    tok: Tok::Word(a),
+                    first: false,
+                    ..
+                }) = toks.get(*pos)
+                {
                     args.push(a.clone());
                     *pos += 1;
                 }
                 // A '{' on the same line, or alone at the start of the next one, opens the block.
                 let sub = match toks.get(*pos) {
-                    Some(Token { tok: Tok::Open, loc: oloc, .. }) => {
+                    Some(Token {
+                        tok: Tok::Open,
+                        loc: oloc,
+                        ..
+                    }) => {
                         let oloc = *oloc;
                         *pos += 1;
                         Some(block(toks, pos, Some((oloc, depth + 1)), src)?)
@@ -344,7 +362,10 @@ mod tests {
         assert_eq!(url.keyword, "url");
         assert_eq!(
             kw(url.block.as_ref().unwrap()),
-            vec![("path".into(), vec!["/health".into()], 5), ("digest".into(), vec!["abc".into()], 6)]
+            vec![
+                ("path".into(), vec!["/health".into()], 5),
+                ("digest".into(), vec!["abc".into()], 6)
+            ]
         );
         // Line-oriented, as keepalived: the second name is the first one's word; list blocks
         // (group, unicast_peer) are read as every word of every line.
@@ -370,7 +391,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xvs-import-parse-{}", std::process::id()));
         let sub = dir.join("conf.d");
         std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(dir.join("main.conf"), "global_defs {\n include conf.d/*.conf\n}\nlast 1\n").unwrap();
+        std::fs::write(
+            dir.join("main.conf"),
+            "global_defs {\n include conf.d/*.conf\n}\nlast 1\n",
+        )
+        .unwrap();
         std::fs::write(sub.join("b.conf"), "b 2\n").unwrap();
         std::fs::write(sub.join("a.conf"), "a 1\n").unwrap();
         std::fs::write(sub.join("skip.txt"), "nope\n").unwrap();
@@ -378,10 +403,7 @@ mod tests {
         let mut warns = Vec::new();
         let n = parse_file(&dir.join("main.conf"), &mut src, &mut warns).unwrap();
         let inner = n[0].block.as_ref().unwrap();
-        assert_eq!(
-            inner.iter().map(|x| x.keyword.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(inner.iter().map(|x| x.keyword.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(src.files[inner[0].loc.file].ends_with("a.conf"));
         assert_eq!(n[1].keyword, "last");
         assert!(warns.is_empty());
@@ -390,7 +412,14 @@ mod tests {
         let e = parse_file(&dir.join("loop.conf"), &mut Sources::default(), &mut warns).unwrap_err();
         assert!(e.to_string().contains("nested deeper"), "{e}");
         // No match is a warning.
-        parse_str("include /nonexistent/xvs/*.conf\n", "t.conf", None, &mut Sources::default(), &mut warns).unwrap();
+        parse_str(
+            "include /nonexistent/xvs/*.conf\n",
+            "t.conf",
+            None,
+            &mut Sources::default(),
+            &mut warns,
+        )
+        .unwrap();
         assert!(warns.iter().any(|w| w.option == "include"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
