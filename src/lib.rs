@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod conn;
 pub mod ctl;
+pub mod import;
 pub mod io;
 pub mod lab;
 pub mod pipeline;

@@ -60,6 +60,18 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff), generated from this command line's definition.
     Man,
+    /// Convert a keepalived.conf (and its include files) to xvs TOML; warnings name every option
+    /// that is not carried over.
+    ImportKeepalived {
+        /// keepalived.conf to convert.
+        file: PathBuf,
+        /// Write the TOML here instead of to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Treat every warning as an error (exit 1, nothing written).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Build, inspect and remove the namespace lab; run its servers and clients.
     #[command(subcommand)]
     Lab(LabCmd),
@@ -188,7 +200,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<xvs::config::Config, ExitCode> 
 
 fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
     match cmd {
-        Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } => unreachable!("handled in main"),
+        Cmd::Check { .. } | Cmd::Run { .. } | Cmd::Replay { .. } | Cmd::ImportKeepalived { .. } => {
+            unreachable!("handled in main")
+        }
         Cmd::Vrrp { config } => xvs::vrrp::run_standalone(&config)?,
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
@@ -284,6 +298,7 @@ fn main() -> ExitCode {
         .init();
     match cli.cmd {
         Cmd::Check { config } => check(config.as_deref()),
+        Cmd::ImportKeepalived { file, output, strict } => import_keepalived(&file, output.as_deref(), strict),
         Cmd::Run { config, stats } => {
             let opts = xvs::run::RunOptions {
                 config,
@@ -349,4 +364,53 @@ fn check(path: Option<&std::path::Path>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `xvs import-keepalived`: TOML on stdout (or `-o`), warnings on stderr. Exit 0 when converted;
+/// 1 when the file cannot be read or parsed, when xvs would refuse the result, or with `--strict`
+/// when anything was not carried over.
+fn import_keepalived(file: &std::path::Path, output: Option<&std::path::Path>, strict: bool) -> ExitCode {
+    let conv = match xvs::import::convert_file(file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("xvs import-keepalived: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for w in &conv.warnings {
+        eprintln!("warning: {w}");
+    }
+    if strict && !conv.warnings.is_empty() {
+        eprintln!(
+            "xvs import-keepalived: {} warning(s) and --strict: nothing written",
+            conv.warnings.len()
+        );
+        return ExitCode::from(1);
+    }
+    let written = match output {
+        Some(p) => std::fs::write(p, &conv.toml).map_err(|e| format!("cannot write {}: {e}", p.display())),
+        None => {
+            print!("{}", conv.toml);
+            Ok(())
+        }
+    };
+    if let Err(e) = written {
+        eprintln!("xvs import-keepalived: {e}");
+        return ExitCode::from(1);
+    }
+    if !conv.refused.is_empty() {
+        for e in &conv.refused {
+            eprintln!("error: {e}");
+        }
+        eprintln!(
+            "xvs import-keepalived: the converted configuration is refused by xvs check ({} error(s)): edit it",
+            conv.refused.len()
+        );
+        return ExitCode::from(1);
+    }
+    eprintln!(
+        "xvs import-keepalived: converted with {} warning(s)",
+        conv.warnings.len()
+    );
+    ExitCode::SUCCESS
 }
