@@ -319,3 +319,35 @@ fn cli_parse_errors_exit_1_with_file_and_line() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+/// The lab runs on an imported keepalived.conf: the converted file drives `xvs run` in the lab's
+/// director, VRRP takes the VIP, and the NAT service spreads 12 requests 6/4/2 (wrr 3:2:1).
+#[test]
+fn the_lab_runs_on_an_imported_configuration() {
+    if !common::root() {
+        return;
+    }
+    let (conv, cfg) = import("lab-nat.conf");
+    assert_eq!(cfg.vrrp.instances.len(), 2);
+    let mut d = common::Director::with_config(&conv.toml, 1);
+    let t = std::time::Instant::now();
+    while !d.log_text().contains("VI_CLIENTS is MASTER") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let c = xvs::lab::client::http_counts(d.cli(), "198.18.0.10:80".parse().unwrap(), 12)
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log_text()));
+    let got: Vec<usize> = ["rs1", "rs2", "rs3"]
+        .iter()
+        .map(|n| c.get(*n).copied().unwrap_or(0))
+        .collect();
+    assert_eq!(got, vec![6, 4, 2], "{}", d.log_text());
+    let log = d.stop();
+    assert!(
+        log.contains("3 health checkers") || log.contains("health checkers"),
+        "{log}"
+    );
+}
