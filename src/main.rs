@@ -47,7 +47,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Talk to a running director, in ipvsadm's words: `-L -n`, `-L -n --stats`, `-L -n --rate`,
-    /// `-L -n -c`, `-Z`, and `health`, `vrrp`, `reload`.
+    /// `-L -n -c`, `-Z`, `-A/-E/-D`, `-a/-e/-d`, and `counters`, `health`, `vrrp`, `reload`, `save`.
     Ctl {
         /// The director's admin socket ([global] admin_socket).
         #[arg(long, default_value = xvs::config::DEFAULT_ADMIN_SOCKET)]

@@ -706,6 +706,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                         ctl::Reply::ok(String::new())
                     }
                     ["health"] => ctl::Reply::ok(ctl::health(&health.status())),
+                    ["counters"] => {
+                        let mut io = IoCounters::default();
+                        workers.counters().iter().for_each(|c| io.merge(c));
+                        let mut text = format_counters(&total, &io, table.len()).replace(" | ", "\n");
+                        text.push('\n');
+                        ctl::Reply::ok(text)
+                    }
                     ["vrrp"] => {
                         let st = vrrp
                             .as_ref()
@@ -742,7 +749,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     other => ctl::Reply::err(
                         2,
                         format!(
-                            "xvs ctl: unknown command {:?}; try -L -n, --stats, --rate, -c, -Z, -A/-E/-D, -a/-e/-d, health, vrrp, reload, save\n",
+                            "xvs ctl: unknown command {:?}; try -L -n, --stats, --rate, -c, -Z, -A/-E/-D, -a/-e/-d, counters, health, vrrp, reload, save\n",
                             other.join(" ")
                         ),
                     ),

@@ -133,6 +133,12 @@ fn ctl_and_metrics_show_the_running_director() {
         "TCP 198.18.0.10:80 0 0 0 0 0"
     );
 
+    let (code, counters, _) = ctl(&sock_s, &["counters"]);
+    assert_eq!(code, 0);
+    assert!(
+        counters.starts_with("rx ") && counters.contains("\nconns created "),
+        "{counters}"
+    );
     let (code, health, _) = ctl(&sock_s, &["health"]);
     assert_eq!(code, 0);
     assert_eq!(
