@@ -1,7 +1,7 @@
 //! VRRP failover time, an xvs pair against a keepalived pair in the same run:
 //! `cargo bench --bench failover` (root, keepalived installed; otherwise it says why and exits 0).
 //!
-//! The lab of `tests/vrrp_lab`: a bridge namespace, directors `a` (198.18.5.1, priority 150, the
+//! The lab of `tests/vrrp_common`: a bridge namespace, directors `a` (198.18.5.1, priority 150, the
 //! master) and `b` (198.18.5.2, priority 100), and a client namespace (198.18.5.3). VRRPv3, VIP
 //! 198.18.5.100, advert_int 0.1 s. Each director runs a tiny TCP server on 0.0.0.0 that answers a
 //! request with its own name, so both contenders are measured with the same request and the
@@ -18,8 +18,8 @@
 //! `XVS_FAILOVER_ADVERT` (advert_int values in seconds, comma-separated, default `0.1`; `0.1,1`
 //! adds the 1 s interval, about 4 minutes more), `XVS_BENCH_WRITE=1` writes `bench/FAILOVER.md`.
 
-#[path = "../tests/vrrp_lab/mod.rs"]
-mod vrrp_lab;
+#[path = "../tests/vrrp_common/mod.rs"]
+mod vrrp_common;
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use xvs::lab::netns::Netns;
 
-use vrrp_lab::{Pair, Proc, inst, master_down, prefix, runnable, skew_time};
+use vrrp_common::{Pair, Proc, inst, master_down, prefix, runnable, skew_time};
 
-const VIP: &str = "198.18.5.100/24";
+const VIP: &str = vrrp_common::VIP4;
 const VIP_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 100);
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 5, 2);

@@ -66,6 +66,13 @@ fn v3_ipv4_10ms_keepalived_master_xvs_backup() {
         master_down(100, 1)
     );
     assert!(l.has('b', VIP4) && took <= master_down(100, 1) + SLACK, "{took:?}");
+    // A hard kill sends no priority 0 (see Proc::signal): xvs waits out Master_Down_Interval from
+    // keepalived's last advertisement, at most one advert_int (10 ms) before the signal, not
+    // Skew_Time (6 ms).
+    assert!(
+        took >= master_down(100, 1) - Duration::from_millis(15),
+        "too early for a hard kill: {took:?}"
+    );
 }
 
 #[test]

@@ -1,4 +1,8 @@
-//! Namespaces, daemons and observation shared by the VRRP tests.
+//! The VRRP namespace lab shared by `tests/vrrp_interop.rs`, `tests/vrrp_io.rs` and
+//! `bench/failover.rs`: a bridge namespace with two "director" namespaces `a` (198.18.5.1) and `b`
+//! (198.18.5.2) on 198.18.5.0/24 and 2001:2:0:5::/64, `xvs vrrp` and keepalived (`-P`) started
+//! inside them, all removed on drop (also when a test or the bench panics); frame capture and
+//! notify-script helpers for observing them.
 #![allow(dead_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -8,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xvs::lab::netns::{Netns, veth};
+use xvs::lab::netns::{Netns, NetnsError, veth};
 
 pub const XVS: &str = env!("CARGO_BIN_EXE_xvs");
 
@@ -25,10 +29,11 @@ pub fn runnable() -> bool {
     true
 }
 
-pub fn prefix() -> String {
+/// A per-run namespace prefix: `tag`, this process's id and a counter.
+pub fn prefix(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
-        "xv{}{}",
+        "{tag}{}{}",
         std::process::id() % 100_000,
         N.fetch_add(1, Ordering::Relaxed)
     )
@@ -46,34 +51,35 @@ pub struct Pair {
 
 impl Pair {
     pub fn new() -> Pair {
-        let p = prefix();
-        let br = Netns::create(&format!("{p}-br")).unwrap();
-        let a = Netns::create(&format!("{p}-a")).unwrap();
-        let b = Netns::create(&format!("{p}-b")).unwrap();
+        Pair::named(&prefix("xv"))
+    }
+
+    /// The lab with namespaces `{p}-br`, `{p}-a` and `{p}-b`.
+    pub fn named(p: &str) -> Pair {
+        let p = p.to_string();
+        let ns = |role: &str| create(&format!("{p}-{role}"));
+        let br = ns("br");
+        let a = ns("a");
+        let b = ns("b");
         // No duplicate address detection: link-local addresses usable at once, for both daemons.
         for ns in [&a, &b] {
             ns.sysctl(&[
                 ("net.ipv6.conf.all.accept_dad", "0"),
                 ("net.ipv6.conf.default.accept_dad", "0"),
             ])
-            .unwrap();
+            .unwrap_or_else(|e| panic!("accept_dad=0 in {}: {e}", ns.name()));
         }
-        br.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
-        br.ip(&["link", "set", "br0", "up"]).unwrap();
+        let must = |r: Result<String, NetnsError>| r.unwrap_or_else(|e| panic!("setting up the VRRP lab: {e}"));
+        must(br.ip(&["link", "add", "br0", "type", "bridge"]));
+        must(br.ip(&["link", "set", "br0", "up"]));
         for (ns, dev, peer, n) in [(&a, "va", "pa", 1), (&b, "vb", "pb", 2)] {
-            veth(ns, dev, &br, peer, 1).unwrap();
-            br.ip(&["link", "set", peer, "master", "br0"]).unwrap();
-            ns.ip(&["addr", "add", &format!("198.18.5.{n}/24"), "dev", dev])
-                .unwrap();
-            ns.ip(&["addr", "add", &format!("2001:2:0:5::{n}/64"), "dev", dev, "nodad"])
-                .unwrap();
+            attach_to(&br, ns, dev, peer, n);
         }
         // Link-local addresses come with the link; wait until both have one (bounded).
         for _ in 0..200 {
             let ok = [(&a, "va"), (&b, "vb")].iter().all(|(ns, d)| {
                 ns.ip(&["-6", "addr", "show", "dev", d, "scope", "link"])
-                    .unwrap()
-                    .contains("fe80")
+                    .is_ok_and(|s| s.contains("fe80"))
             });
             if ok {
                 break;
@@ -89,14 +95,25 @@ impl Pair {
         }
     }
 
+    /// A further namespace `{p}-{role}` on the bridge, with 198.18.5.`n`/24 and
+    /// 2001:2:0:5::`n`/64 on `dev` (its bridge port is `p{dev}`); the caller owns it.
+    pub fn attach(&self, role: &str, dev: &str, n: u8) -> Netns {
+        let ns = create(&format!("{}-{role}", self.p));
+        attach_to(&self.br, &ns, dev, &format!("p{dev}"), n);
+        ns
+    }
+
     pub fn ns(&self, side: char) -> &Netns {
         if side == 'a' { &self.a } else { &self.b }
     }
 
+    /// Writes `text` to the temporary file `{p}-{name}`, removed when the lab is dropped.
     pub fn file(&mut self, name: &str, text: &str) -> PathBuf {
         let f = std::env::temp_dir().join(format!("{}-{name}", self.p));
-        std::fs::write(&f, text).unwrap();
-        self.files.push(f.clone());
+        std::fs::write(&f, text).unwrap_or_else(|e| panic!("writing {}: {e}", f.display()));
+        if !self.files.contains(&f) {
+            self.files.push(f.clone());
+        }
         f
     }
 
@@ -123,9 +140,9 @@ impl Pair {
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(log_file(&log))
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("starting {XVS} vrrp: {e}"));
         Proc { child, vrrp_pid: None }
     }
 
@@ -166,9 +183,9 @@ impl Pair {
             .arg(&vpid)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(log_file(&log))
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("starting keepalived: {e}"));
         Proc {
             child,
             vrrp_pid: Some(vpid),
@@ -259,7 +276,7 @@ impl Drop for Pair {
 
 pub struct Inst {
     pub priority: u8,
-    pub advert: &'static str,
+    pub advert: String,
     pub version: u8,
     pub vip: &'static str,
     pub nopreempt: bool,
@@ -269,10 +286,10 @@ pub struct Inst {
     pub before: String,
 }
 
-pub fn inst(priority: u8, advert: &'static str, version: u8, vip: &'static str) -> Inst {
+pub fn inst(priority: u8, advert: &str, version: u8, vip: &'static str) -> Inst {
     Inst {
         priority,
-        advert,
+        advert: advert.to_string(),
         version,
         vip,
         nopreempt: false,
@@ -289,20 +306,25 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Sends `sig`. For keepalived, SIGKILL is a hard failure of its VRRP child too: the parent
+    /// is stopped first, so that it neither restarts the child nor, by dying first, lets the
+    /// child's parent-death signal (SIGTERM) start a clean shutdown that sends priority 0 (a
+    /// takeover after Skew_Time, not after Master_Down_Interval); then the child and the parent
+    /// are killed.
     pub fn signal(&mut self, sig: i32) {
-        // keepalived: the parent first, so that it does not restart its VRRP child.
-        let mut pids = vec![self.child.id() as i32];
-        if sig == libc::SIGKILL
-            && let Some(f) = &self.vrrp_pid
-            && let Some(p) = std::fs::read_to_string(f)
+        let parent = self.child.id() as i32;
+        let vrrp = self.vrrp_pid.as_ref().and_then(|f| {
+            std::fs::read_to_string(f)
                 .ok()
                 .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            pids.push(p);
-        }
-        for p in pids {
+        });
+        let steps: Vec<(i32, i32)> = match (sig, vrrp) {
+            (libc::SIGKILL, Some(v)) => vec![(parent, libc::SIGSTOP), (v, sig), (parent, sig)],
+            _ => vec![(parent, sig)],
+        };
+        for (p, s) in steps {
             // SAFETY: plain syscall on a pid this test started.
-            unsafe { libc::kill(p, sig) };
+            unsafe { libc::kill(p, s) };
         }
     }
     /// Waits (bounded) for the process to exit.
@@ -337,6 +359,36 @@ impl Drop for Proc {
 /// Master_Down_Interval for a backup of `priority` with advert `cs` centiseconds.
 pub fn master_down(priority: u32, cs: u32) -> Duration {
     Duration::from_micros(u64::from(3 * cs * 10_000 + (256 - priority) * cs * 10_000 / 256))
+}
+
+/// Skew_Time for a backup of `priority` with advert `cs` centiseconds.
+pub fn skew_time(priority: u32, cs: u32) -> Duration {
+    Duration::from_micros(u64::from((256 - priority) * cs * 10_000 / 256))
+}
+
+/// Creates the namespace `name`.
+fn create(name: &str) -> Netns {
+    Netns::create(name).unwrap_or_else(|e| panic!("creating namespace {name}: {e}"))
+}
+
+/// Puts `ns` on the bridge: veth `dev` in `ns`, `peer` in the bridge namespace, addresses `n`.
+fn attach_to(br: &Netns, ns: &Netns, dev: &str, peer: &str, n: u8) {
+    let must = |r: Result<(), NetnsError>| r.unwrap_or_else(|e| panic!("attaching {} to the bridge: {e}", ns.name()));
+    must(veth(ns, dev, br, peer, 1));
+    must(br.ip(&["link", "set", peer, "master", "br0"]).map(drop));
+    must(
+        ns.ip(&["addr", "add", &format!("198.18.5.{n}/24"), "dev", dev])
+            .map(drop),
+    );
+    must(
+        ns.ip(&["addr", "add", &format!("2001:2:0:5::{n}/64"), "dev", dev, "nodad"])
+            .map(drop),
+    );
+}
+
+/// Creates the log file `path` for a daemon's standard error.
+fn log_file(path: &std::path::Path) -> std::fs::File {
+    std::fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
 }
 
 pub const VIP4: &str = "198.18.5.100/24";
