@@ -156,6 +156,12 @@ impl VrrpThread {
         cfg
     }
 
+    /// Every instance's status (none without VRRP).
+    fn status_of(v: Option<&VrrpThread>) -> Vec<crate::vrrp::InstanceStatus> {
+        v.and_then(|v| v.status.lock().ok().map(|s| s.clone()))
+            .unwrap_or_default()
+    }
+
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
@@ -253,6 +259,24 @@ pub fn sd_notify_to(path: &Path, state: &str) -> std::io::Result<()> {
     };
     sock.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
+}
+
+/// The I/O counters of all workers, summed.
+fn io_total(workers: &Workers) -> IoCounters {
+    let mut io = IoCounters::default();
+    workers.counters().iter().for_each(|c| io.merge(c));
+    io
+}
+
+/// Hands a snapshot to the workers and points the packet filter at what it serves; real servers it
+/// adds have their MACs resolved at once.
+fn publish(snap: ServiceTable, published: &Published, workers: &mut Workers) {
+    resolve_missing(&snap);
+    let (s, l, n, o) = snap.filter();
+    published.store(Arc::new(snap));
+    if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
+        eprintln!("xvs: cannot update the packet filter: {e}");
+    }
 }
 
 /// How often the control thread looks at the kernel's neighbours and routes.
@@ -648,21 +672,14 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         if rebuild {
             generation += 1;
             let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
-            resolve_missing(&snap);
-            let (s, l, n, o) = snap.filter();
-            published.store(Arc::new(snap));
-            if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
-                eprintln!("xvs: cannot update the packet filter: {e}");
-            }
+            publish(snap, &published, &mut workers);
         }
         if let Some(every) = opts.stats_every
             && last_stats.elapsed() >= every
         {
             last_stats = Instant::now();
-            let mut io = IoCounters::default();
-            workers.counters().iter().for_each(|c| io.merge(c));
             let stats = collect(&reports, &mut unresolved);
-            eprintln!("xvs: {}", format_counters(&stats, &io, table.len()));
+            eprintln!("xvs: {}", format_counters(&stats, &io_total(&workers), table.len()));
         }
         if last_rate.0.elapsed() >= RATE_EVERY {
             let total = collect(&reports, &mut unresolved);
@@ -707,19 +724,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     }
                     ["health"] => ctl::Reply::ok(ctl::health(&health.status())),
                     ["counters"] => {
-                        let mut io = IoCounters::default();
-                        workers.counters().iter().for_each(|c| io.merge(c));
-                        let mut text = format_counters(&total, &io, table.len()).replace(" | ", "\n");
+                        let mut text = format_counters(&total, &io_total(&workers), table.len()).replace(" | ", "\n");
                         text.push('\n');
                         ctl::Reply::ok(text)
                     }
-                    ["vrrp"] => {
-                        let st = vrrp
-                            .as_ref()
-                            .and_then(|v| v.status.lock().ok().map(|s| s.clone()))
-                            .unwrap_or_default();
-                        ctl::Reply::ok(ctl::vrrp(&st))
-                    }
+                    ["vrrp"] => ctl::Reply::ok(ctl::vrrp(&VrrpThread::status_of(vrrp.as_ref()))),
                     ["reload"] => {
                         hup.store(true, Ordering::Relaxed);
                         ctl::Reply::ok("reload requested: see the director's log for the result\n".into())
@@ -765,12 +774,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 health.reconfigure(&cfg, Instant::now());
                 generation += 1;
                 let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
-                resolve_missing(&snap);
-                let (s, l, n, o) = snap.filter();
-                published.store(Arc::new(snap));
-                if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
-                    eprintln!("xvs: cannot update the packet filter: {e}");
-                }
+                publish(snap, &published, &mut workers);
             }
             pending.reply(&reply);
         }
@@ -779,12 +783,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 let total = collect(&reports, &mut unresolved);
                 let snap = published.load_full();
                 let rows = rows(&snap, &counters, &total, &Stats::default(), &rates);
-                let mut io = IoCounters::default();
-                workers.counters().iter().for_each(|c| io.merge(c));
-                let st = vrrp
-                    .as_ref()
-                    .and_then(|v| v.status.lock().ok().map(|s| s.clone()))
-                    .unwrap_or_default();
+                let io = io_total(&workers);
+                let st = VrrpThread::status_of(vrrp.as_ref());
                 ctl::metrics(&ctl::MetricsView {
                     rows: &rows,
                     stats: &total,
