@@ -99,7 +99,11 @@ fn lookups(c: &mut Criterion) {
     if full {
         memory();
     }
-    let sizes: &[u32] = if full { &[1_000, 1_000_000, 10_000_000] } else { &[1_000, 10_000] };
+    let sizes: &[u32] = if full {
+        &[1_000, 1_000_000, 10_000_000]
+    } else {
+        &[1_000, 10_000]
+    };
     let mut g = c.benchmark_group("conn");
     g.throughput(Throughput::Elements(1));
     for &n in sizes {

@@ -516,3 +516,18 @@ fn hundreds_of_servers_on_one_thread() {
         );
     }
 }
+
+proptest::proptest! {
+    /// Whatever a real server answers, judging it never panics, and a complete 2xx answer
+    /// without a digest passes.
+    #[test]
+    fn judge_never_panics(resp in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), eof: bool) {
+        let url = Url { path: "/".into(), status: vec![(200, 299)], digest: Some([7; 16]) };
+        let _ = judge(&resp, &url, eof);
+        let plain = Url { digest: None, ..url };
+        let _ = judge(&resp, &plain, eof);
+        let mut ok = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+        ok.extend_from_slice(&resp);
+        proptest::prop_assert_eq!(judge(&ok, &plain, eof), Ok(true));
+    }
+}
