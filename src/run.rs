@@ -62,6 +62,8 @@ struct VrrpThread {
     masters: HashSet<IpAddr>,
     /// Every instance's status, as of the VRRP thread's last loop.
     status: Arc<Mutex<Vec<crate::vrrp::InstanceStatus>>>,
+    /// Mastership changes taken, to be logged once the snapshot that follows them is published.
+    log: Vec<String>,
 }
 
 impl VrrpThread {
@@ -115,6 +117,7 @@ impl VrrpThread {
                 managed,
                 masters: HashSet::new(),
                 status,
+                log: Vec::new(),
             })),
             Ok(Err(e)) => Err(RunError::Vrrp(e)),
             Err(_) => Err(RunError::Vrrp("the VRRP thread ended at start".into())),
@@ -133,11 +136,11 @@ impl VrrpThread {
                 Event::Stopped { instance, vips } => ("STOP", instance, vips, false),
             };
             let list: Vec<String> = vips.iter().map(|v| v.to_string()).collect();
-            eprintln!(
-                "xvs: vrrp: {instance} is {what}: {} the services on {}",
+            self.log.push(format!(
+                "vrrp: {instance} is {what}: {} the services on {}",
                 if master { "serving" } else { "not serving" },
                 list.join(", ")
-            );
+            ));
             for v in vips {
                 changed |= if master {
                     self.masters.insert(v)
@@ -168,6 +171,9 @@ impl VrrpThread {
             let _ = h.join();
         }
         self.follow();
+        for line in self.log.drain(..) {
+            eprintln!("xvs: {line}");
+        }
     }
 }
 
@@ -608,9 +614,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         // With VRRP, mastership changes are looked at every 10 ms.
         let wait = Duration::from_millis(if vrrp.is_some() { 10 } else { 50 });
         let mut rebuild = health.poll(&cfg, wait);
-        for line in health.log.drain(..) {
-            eprintln!("xvs: {line}");
-        }
         if let Some(v) = vrrp.as_mut() {
             rebuild |= v.follow();
         }
@@ -673,6 +676,18 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             generation += 1;
             let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
             publish(snap, &published, &mut workers);
+        }
+        // Transitions are logged once they are in effect: whoever reads the log and then sends
+        // traffic sees the new backend set.
+        for line in health.log.drain(..) {
+            eprintln!("xvs: {line}");
+        }
+        for line in vrrp
+            .as_mut()
+            .map(|v| v.log.drain(..).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            eprintln!("xvs: {line}");
         }
         if let Some(every) = opts.stats_every
             && last_stats.elapsed() >= every

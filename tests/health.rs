@@ -153,19 +153,40 @@ fn misc_status(flags: &str, n: usize, status: &str) {
     std::fs::rename(&tmp, format!("{flags}-rs{n}")).unwrap();
 }
 
-/// Waits until the director's log has `line` `times` times; the time it took.
-fn wait_log(d: &Director, line: &str, times: usize, limit: f64) -> f64 {
+/// Where the director's log ends now: what happens after is looked for from there on.
+fn mark(d: &Director) -> usize {
+    d.log_text().len()
+}
+
+/// Waits until the director's log has `line` after `from`; the time it took.
+fn wait_log(d: &Director, line: &str, from: usize, limit: f64) -> f64 {
     let t = Instant::now();
     loop {
-        if d.log_text().matches(line).count() >= times {
+        if d.log_text().get(from..).is_some_and(|s| s.contains(line)) {
             return t.elapsed().as_secs_f64();
         }
         assert!(
             t.elapsed().as_secs_f64() < limit + 5.0,
-            "never saw {line:?} x{times}:\n{}",
+            "never saw {line:?}:\n{}",
             d.log_text()
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until every server that went down while the test servers were starting is back.
+fn settle(d: &Director) {
+    std::thread::sleep(Duration::from_secs_f64(2.0 * INTERVAL + TIMEOUT));
+    let t = Instant::now();
+    loop {
+        let log = d.log_text();
+        if log.matches(" is DOWN").count() == log.matches(" is UP").count()
+            && log.matches("quorum lost").count() == log.matches("quorum regained").count()
+        {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "servers did not settle:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -179,6 +200,8 @@ fn checkers_drive_the_backend_set() {
     let mut d = Director::with_config(&config(&flags), 1);
     let mut servers: Vec<Option<NsChild>> = (0..3).map(|i| Some(start_server(&d, i, 8080, true))).collect();
     let mut probes: Vec<Option<NsChild>> = (0..2).map(|i| Some(start_server(&d, i, 9090, false))).collect();
+    // The director started checking before the servers listened: let the early failures recover.
+    settle(&d);
 
     // Everything up: rr spreads evenly.
     for port in [8080, 8081, 8082, 8083] {
@@ -211,10 +234,11 @@ fn checkers_drive_the_backend_set() {
     let (mut kr, mut kw, kname) = keep;
 
     // rs1's HTTP and HTTPS stop: TCP_CHECK, HTTP_GET and SSL_GET must take it out in time.
+    let m = mark(&d);
     servers[0] = None;
     let bound = FALL * INTERVAL + TIMEOUT + SLACK;
     for svc in ["svc8080", "svc8081", "svc8082"] {
-        let took = wait_log(&d, &format!("real server 198.18.2.11:8080 of {svc} is DOWN"), 1, bound);
+        let took = wait_log(&d, &format!("real server 198.18.2.11:8080 of {svc} is DOWN"), m, bound);
         eprintln!("{svc}: rs1 out after at most {took:.2} s (bound {bound:.1} s)");
         assert!(took <= bound, "{svc} took {took:.2} s:\n{}", d.log_text());
     }
@@ -231,10 +255,11 @@ fn checkers_drive_the_backend_set() {
     }
 
     // Back: within rise x interval.
+    let m = mark(&d);
     servers[0] = Some(start_server(&d, 0, 8080, true));
     let bound = RISE * INTERVAL + TIMEOUT + SLACK;
     for svc in ["svc8080", "svc8081", "svc8082"] {
-        let took = wait_log(&d, &format!("real server 198.18.2.11:8080 of {svc} is UP"), 1, bound);
+        let took = wait_log(&d, &format!("real server 198.18.2.11:8080 of {svc} is UP"), m, bound);
         assert!(took <= bound, "{svc} took {took:.2} s to come back");
     }
     for port in [8080, 8081, 8082] {
@@ -242,27 +267,32 @@ fn checkers_drive_the_backend_set() {
     }
 
     // MISC_CHECK: exit 1 takes rs2 out; misc_dynamic exit 12 gives it weight 10; exit 0 restores 1.
+    let m = mark(&d);
     misc_status(&flags, 2, "1");
-    wait_log(&d, "real server 198.18.2.12:8080 of svc8083 is DOWN", 1, bound);
+    wait_log(&d, "real server 198.18.2.12:8080 of svc8083 is DOWN", m, bound);
     assert_eq!(spread(&mut d, 8083, 8), [4, 0, 4]);
+    let m = mark(&d);
     misc_status(&flags, 2, "12");
-    wait_log(&d, "real server 198.18.2.12:8080 of svc8083 is UP", 1, bound);
+    wait_log(&d, "real server 198.18.2.12:8080 of svc8083 is UP", m, bound);
     assert_eq!(
         spread(&mut d, 8083, 12),
         [1, 10, 1],
         "misc_dynamic weight 10 against 1 and 1"
     );
+    let m = mark(&d);
     misc_status(&flags, 2, "0");
-    wait_log(&d, "configured weight restored", 1, bound);
+    wait_log(&d, "configured weight restored", m, bound);
     assert_eq!(spread(&mut d, 8083, 9), [3, 3, 3]);
 
     // Sorry server: both checked servers down, rs3 takes the service; one back, it leaves.
+    let m = mark(&d);
     probes[0] = None;
     probes[1] = None;
-    wait_log(&d, "svc8084: quorum lost", 1, FALL * INTERVAL + TIMEOUT + SLACK);
+    wait_log(&d, "svc8084: quorum lost", m, FALL * INTERVAL + TIMEOUT + SLACK);
     assert_eq!(spread(&mut d, 8084, 6), [0, 0, 6], "the sorry server takes it all");
+    let m = mark(&d);
     probes[1] = Some(start_server(&d, 1, 9090, false));
-    wait_log(&d, "svc8084: quorum regained", 1, RISE * INTERVAL + TIMEOUT + SLACK);
+    wait_log(&d, "svc8084: quorum regained", m, RISE * INTERVAL + TIMEOUT + SLACK);
     assert_eq!(spread(&mut d, 8084, 4), [0, 4, 0]);
 
     let log = d.stop();
