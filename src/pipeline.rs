@@ -186,22 +186,20 @@ impl Pipeline {
         }
         match proto {
             ip_proto::TCP | ip_proto::UDP => {
-                let p = self.l4(
-                    frame.bytes(),
-                    Parsed {
-                        l3,
-                        l4,
-                        end,
-                        v6: false,
-                        proto,
-                        src,
-                        dst,
-                        sport: 0,
-                        dport: 0,
-                        tcp_flags: 0,
-                        ttl,
-                    },
-                )?;
+                let mut p = Parsed {
+                    l3,
+                    l4,
+                    end,
+                    v6: false,
+                    proto,
+                    src,
+                    dst,
+                    sport: 0,
+                    dport: 0,
+                    tcp_flags: 0,
+                    ttl,
+                };
+                self.l4(frame.bytes(), &mut p)?;
                 self.transport(frame, &p, in_port, now)
             }
             ip_proto::ICMP => {
@@ -240,22 +238,20 @@ impl Pipeline {
         let l4 = l3 + ul.offset;
         match ul.proto {
             ip_proto::TCP | ip_proto::UDP => {
-                let p = self.l4(
-                    b,
-                    Parsed {
-                        l3,
-                        l4,
-                        end,
-                        v6: true,
-                        proto: ul.proto,
-                        src,
-                        dst,
-                        sport: 0,
-                        dport: 0,
-                        tcp_flags: 0,
-                        ttl,
-                    },
-                )?;
+                let mut p = Parsed {
+                    l3,
+                    l4,
+                    end,
+                    v6: true,
+                    proto: ul.proto,
+                    src,
+                    dst,
+                    sport: 0,
+                    dport: 0,
+                    tcp_flags: 0,
+                    ttl,
+                };
+                self.l4(b, &mut p)?;
                 self.transport(frame, &p, 0, now)
             }
             ip_proto::ICMPV6 => {
@@ -294,7 +290,9 @@ impl Pipeline {
     }
 
     /// Reads the ports (and TCP flags) into `p`; a malformed header is dropped only when it is ours.
-    fn l4(&self, b: &[u8], mut p: Parsed) -> Step<Parsed> {
+    /// Fills in the ports and TCP flags. In place rather than by value: a `Parsed` moved through a
+    /// `Result` is copied in pieces that the loads of its addresses cannot forward from.
+    fn l4(&self, b: &[u8], p: &mut Parsed) -> Step<()> {
         let seg = b.get(p.l4..p.end).unwrap_or(&[]);
         let ok = if p.proto == ip_proto::TCP {
             tcp::Packet::new_checked(seg)
@@ -308,7 +306,7 @@ impl Pipeline {
         match ok {
             Some((s, d, f)) => {
                 (p.sport, p.dport, p.tcp_flags) = (s, d, f);
-                Ok(p)
+                Ok(())
             }
             None if self.snap.is_vip(p.dst) || self.snap.is_laddr(p.dst) => Err(drop(DropReason::L4Malformed)),
             None => Err(Verdict::PassToKernel),

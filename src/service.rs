@@ -69,8 +69,10 @@ impl Port {
     }
 }
 
-/// Where a frame goes next at layer 2.
+/// Where a frame goes next at layer 2. Aligned to 8 so that copies of it (and of results that
+/// carry it) are whole 8-byte moves that later loads can forward from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(8))]
 pub struct Hop {
     pub port: u16,
     pub src: Mac,
