@@ -329,6 +329,8 @@ mod tests {
             "2001:2::10",
             "--proto",
             "syn",
+            "--size",
+            "90",
             "--new-flows",
             "--count",
             "5",
@@ -358,8 +360,7 @@ mod tests {
             "02:00:00:00:01:01",
             "--dst",
             "198.18.0.10",
-            "--duration",
-            "-1",
+            "--duration=4000",
         ])
         .unwrap();
         assert!(p.g.bounds().is_err());

@@ -314,6 +314,10 @@ mod tests {
         for (s, d) in [("198.19.0.0", "198.18.0.10"), ("2001:2:0:9::", "2001:2::10")] {
             for proto in [GenProto::Udp, GenProto::Syn, GenProto::Ack] {
                 for size in [60, 64, 90, 128, 1514] {
+                    if size < min_size(d.contains(':'), proto) {
+                        assert!(template(s, d, proto, size).build().is_err());
+                        continue;
+                    }
                     let t = template(s, d, proto, size);
                     for (i, ts) in [
                         (0, 0),
