@@ -629,7 +629,10 @@ fn write_results(o: &Opts, r: &Report) -> Res<String> {
          `xvs sink`: tc ingress, XDP for the redirect ceiling). xvs workers are pinned to core 1 (2 workers: \
          cores 0 and 1, shared with the generator). On veth the receive work of the director's interface \
          (NAPI, the XDP program, the AF_XDP copy) runs on the generator's core, and the sink's work on the \
-         forwarder's core.\n",
+         forwarder's core. So the kernel contenders (routing, nftables, XDP redirect) do all their work on \
+         the generator's core, which throttles the generator to their pace (hence no drops) and leaves core 1 \
+         idle, while xvs's worker has core 1 to itself besides: the kernel figures are one core shared with the \
+         generator, xvs's are one core plus the receive work on the generator's core.\n",
         machine(),
         o.runs,
         o.secs,
