@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod import;
 pub mod io;
 pub mod lab;
+pub mod perf;
 pub mod pipeline;
 pub mod realserver;
 pub mod replay;

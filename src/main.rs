@@ -78,6 +78,22 @@ enum Cmd {
     /// Prepare this host (namespace) as a DR or TUN real server, or undo it.
     #[command(subcommand)]
     Realserver(RsCmd),
+    /// Send benchmark traffic from inside the kernel (root): BPF_PROG_TEST_RUN with live frames,
+    /// XDP_TX out of --dev. Prints `sent=N secs=S mpps=M`.
+    Gen(xvs::perf::GenArgs),
+    /// Count and drop benchmark traffic arriving on an interface (root), with one-way latency from
+    /// the generator's timestamps. Prints packets, Mpps and latency p50/p99.
+    Sink {
+        /// Interface to count on (in the current namespace).
+        #[arg(long)]
+        dev: String,
+        /// Seconds to count for (SIGINT or SIGTERM ends the window early).
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Hook: tc ingress (behind forwarders that emit skbs) or native XDP (behind XDP_REDIRECT).
+        #[arg(long, value_enum, default_value_t = xvs::perf::sink::SinkHook::Tc)]
+        hook: xvs::perf::sink::SinkHook,
+    },
 }
 
 #[derive(Args)]
@@ -267,6 +283,17 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 ClientCmd::Ping { addr } => println!("reply in {:?}", client::ping(&ns, addr)?),
             }
+        }
+        Cmd::Gen(args) => println!("{}", xvs::perf::generate(&args)?.line()),
+        Cmd::Sink { dev, duration, hook } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())?;
+            }
+            let r = xvs::perf::sink::run(&dev, hook, duration, &|| {
+                stop.load(std::sync::atomic::Ordering::Relaxed)
+            })?;
+            println!("{}", r.line());
         }
         Cmd::Realserver(RsCmd::Dr { vip }) => xvs::realserver::dr(&vip)?,
         Cmd::Realserver(RsCmd::Tun { vip, dev }) => xvs::realserver::tun(&vip, &dev)?,

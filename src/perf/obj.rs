@@ -1,0 +1,234 @@
+//! A loaded BPF object of the performance lab (`bpf/gen.c`, `bpf/sink.c`, `bpf/redir.c`): one
+//! program, its maps by name, and attach helpers that undo themselves on drop.
+//!
+//! Why libbpf (as `io::xdp`): BTF map definitions and map relocations need its ELF loader.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+
+use libbpf_sys as bpf;
+
+use super::GenError;
+
+/// One program of one embedded object, loaded; closed on drop.
+pub struct BpfObject {
+    obj: *mut bpf::bpf_object,
+    /// File descriptor of the loaded program.
+    pub prog_fd: RawFd,
+}
+
+// SAFETY: the object pointer is only used through `&self`/drop; libbpf objects have no thread
+// affinity, and the maps and programs are used through their file descriptors.
+unsafe impl Send for BpfObject {}
+// SAFETY: as above; every method only reads the pointer or passes fds to syscalls.
+unsafe impl Sync for BpfObject {}
+
+pub(crate) fn bpf_err(what: impl Into<String>, rc: i32) -> GenError {
+    GenError::Sys {
+        what: what.into(),
+        err: std::io::Error::from_raw_os_error(rc.abs()),
+    }
+}
+
+impl BpfObject {
+    /// Opens `bpf/NAME.c`'s object and loads only program `prog`.
+    pub fn load(name: &'static str, prog: &str) -> Result<BpfObject, GenError> {
+        let elf = crate::bpf::object(name).ok_or(GenError::NoObject(name))?;
+        // SAFETY: `elf` is a static byte slice that outlives the call; libbpf copies what it keeps.
+        let obj = unsafe { bpf::bpf_object__open_mem(elf.as_ptr().cast(), elf.len() as _, std::ptr::null()) };
+        if obj.is_null() {
+            return Err(GenError::Sys {
+                what: format!("open BPF object {name}"),
+                err: std::io::Error::last_os_error(),
+            });
+        }
+        let mut o = BpfObject { obj, prog_fd: -1 };
+        let want = CString::new(prog).map_err(|_| GenError::Bad("program name has a NUL".into()))?;
+        // SAFETY: `o.obj` is a live, opened object; iterating with a null start is documented.
+        let mut p = unsafe { bpf::bpf_object__next_program(o.obj, std::ptr::null_mut()) };
+        let mut found = false;
+        while !p.is_null() {
+            // SAFETY: `p` is a program of `o.obj`; its name is a NUL-terminated string it owns.
+            let n = unsafe { std::ffi::CStr::from_ptr(bpf::bpf_program__name(p)) };
+            let me = n == want.as_c_str();
+            found |= me;
+            // SAFETY: `p` belongs to the not yet loaded object.
+            unsafe { bpf::bpf_program__set_autoload(p, me) };
+            // SAFETY: as above.
+            p = unsafe { bpf::bpf_object__next_program(o.obj, p) };
+        }
+        if !found {
+            return Err(GenError::Bad(format!("BPF object {name} lacks program {prog}")));
+        }
+        // SAFETY: `o.obj` is a live, opened object.
+        let rc = unsafe { bpf::bpf_object__load(o.obj) };
+        if rc != 0 {
+            return Err(bpf_err(format!("load BPF program {prog} (needs root or CAP_BPF)"), rc));
+        }
+        // SAFETY: `o.obj` is loaded and has program `want` (checked above).
+        o.prog_fd = unsafe { bpf::bpf_program__fd(bpf::bpf_object__find_program_by_name(o.obj, want.as_ptr())) };
+        Ok(o)
+    }
+
+    /// File descriptor of map `name`.
+    pub fn map(&self, name: &str) -> Result<RawFd, GenError> {
+        let c = CString::new(name).map_err(|_| GenError::Bad("map name has a NUL".into()))?;
+        // SAFETY: `self.obj` is loaded; `c` is NUL-terminated; a null map is checked.
+        let m = unsafe { bpf::bpf_object__find_map_by_name(self.obj, c.as_ptr()) };
+        if m.is_null() {
+            return Err(GenError::Bad(format!("BPF object lacks map {name}")));
+        }
+        // SAFETY: `m` is a map of the loaded object.
+        Ok(unsafe { bpf::bpf_map__fd(m) })
+    }
+}
+
+impl Drop for BpfObject {
+    fn drop(&mut self) {
+        // SAFETY: `self.obj` came from `bpf_object__open_mem` and is closed exactly once.
+        unsafe { bpf::bpf_object__close(self.obj) };
+    }
+}
+
+/// Writes `value` under `key` into array or hash map `fd`.
+///
+/// # Safety
+/// `K` and `V` must have exactly the map's key and value sizes.
+pub unsafe fn update<K, V>(fd: RawFd, key: &K, value: &V) -> Result<(), GenError> {
+    // SAFETY: the caller guarantees the sizes; the pointers are valid for the call.
+    let rc = unsafe { bpf::bpf_map_update_elem(fd, (key as *const K).cast(), (value as *const V).cast(), 0) };
+    if rc != 0 {
+        Err(bpf_err("update BPF map", rc))
+    } else {
+        Ok(())
+    }
+}
+
+/// Sum over all CPUs of the `u64` at `key` of per-CPU array `fd`.
+pub fn percpu_sum(fd: RawFd, key: u32) -> Result<u64, GenError> {
+    let vals = percpu_values(fd, key)?;
+    Ok(vals.iter().sum())
+}
+
+/// The per-CPU `u64` values at `key` of per-CPU array `fd`.
+pub fn percpu_values(fd: RawFd, key: u32) -> Result<Vec<u64>, GenError> {
+    // SAFETY: no arguments; returns the count or a negative error.
+    let n = unsafe { bpf::libbpf_num_possible_cpus() };
+    if n <= 0 {
+        return Err(bpf_err("count possible CPUs", n));
+    }
+    let mut vals = vec![0u64; n as usize];
+    // SAFETY: a per-CPU map of u64 values fills one u64 per possible CPU: `vals` has that many.
+    let rc = unsafe { bpf::bpf_map_lookup_elem(fd, (&key as *const u32).cast(), vals.as_mut_ptr().cast()) };
+    if rc != 0 {
+        return Err(bpf_err("read per-CPU map", rc));
+    }
+    Ok(vals)
+}
+
+/// An XDP program attached to an interface; detached on drop.
+pub struct XdpAttach {
+    ifindex: u32,
+    flags: u32,
+}
+
+impl XdpAttach {
+    /// Attaches `prog_fd` to `ifindex`, native (driver) mode or generic.
+    pub fn new(ifindex: u32, prog_fd: RawFd, native: bool) -> Result<XdpAttach, GenError> {
+        let flags = if native {
+            bpf::XDP_FLAGS_DRV_MODE
+        } else {
+            bpf::XDP_FLAGS_SKB_MODE
+        };
+        // SAFETY: `prog_fd` is a loaded XDP program; opts may be null.
+        let rc = unsafe {
+            bpf::bpf_xdp_attach(
+                ifindex as i32,
+                prog_fd,
+                flags | bpf::XDP_FLAGS_UPDATE_IF_NOEXIST,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(bpf_err(format!("attach XDP program to ifindex {ifindex}"), rc));
+        }
+        Ok(XdpAttach { ifindex, flags })
+    }
+}
+
+impl Drop for XdpAttach {
+    fn drop(&mut self) {
+        // SAFETY: plain netlink request; opts may be null.
+        unsafe { bpf::bpf_xdp_detach(self.ifindex as i32, self.flags, std::ptr::null()) };
+    }
+}
+
+/// Handle and priority of the sink's tc filter.
+const TC_HANDLE: u32 = 0x7873;
+
+/// A tc clsact ingress filter; removed (with the qdisc, if this created it) on drop.
+pub struct TcAttach {
+    hook: bpf::bpf_tc_hook,
+    created: bool,
+}
+
+fn tc_opts() -> bpf::bpf_tc_opts {
+    bpf::bpf_tc_opts {
+        sz: std::mem::size_of::<bpf::bpf_tc_opts>() as _,
+        handle: TC_HANDLE,
+        priority: TC_HANDLE,
+        ..Default::default()
+    }
+}
+
+impl TcAttach {
+    /// Attaches tc program `prog_fd` at the ingress of `ifindex`.
+    pub fn new(ifindex: u32, prog_fd: RawFd) -> Result<TcAttach, GenError> {
+        let mut hook = bpf::bpf_tc_hook {
+            sz: std::mem::size_of::<bpf::bpf_tc_hook>() as _,
+            ifindex: ifindex as i32,
+            attach_point: bpf::BPF_TC_INGRESS,
+            ..Default::default()
+        };
+        // SAFETY: `hook` is a valid, sized hook description.
+        let rc = unsafe { bpf::bpf_tc_hook_create(&mut hook) };
+        if rc != 0 && rc != -libc::EEXIST {
+            return Err(bpf_err("create clsact qdisc", rc));
+        }
+        let mut opts = tc_opts();
+        opts.prog_fd = prog_fd;
+        opts.flags = bpf::BPF_TC_F_REPLACE;
+        // SAFETY: `hook` and `opts` are valid, sized descriptions; prog_fd is a loaded tc program.
+        let rc2 = unsafe { bpf::bpf_tc_attach(&hook, &mut opts) };
+        if rc2 != 0 {
+            return Err(bpf_err("attach tc filter", rc2));
+        }
+        Ok(TcAttach { hook, created: rc == 0 })
+    }
+}
+
+impl Drop for TcAttach {
+    fn drop(&mut self) {
+        let opts = tc_opts();
+        // SAFETY: `hook` and `opts` are valid, sized descriptions.
+        unsafe { bpf::bpf_tc_detach(&self.hook, &opts) };
+        if self.created {
+            // SAFETY: as above; destroys the clsact qdisc this attach created.
+            unsafe { bpf::bpf_tc_hook_destroy(&mut self.hook) };
+        }
+    }
+}
+
+/// The index of interface `name` in the current namespace.
+pub fn ifindex(name: &str) -> Result<u32, GenError> {
+    let c = CString::new(name).map_err(|_| GenError::Bad(format!("bad interface name {name:?}")))?;
+    // SAFETY: `c` is NUL-terminated.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(GenError::Sys {
+            what: format!("interface {name}"),
+            err: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(i)
+}
