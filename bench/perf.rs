@@ -18,7 +18,8 @@
 //!
 //! Environment: `XVS_PERF_SECS` (seconds per run, default 3), `XVS_PERF_RUNS` (default 3),
 //! `XVS_PERF_QUICK=1` (1 s, 1 run, no 10M table: a smoke test), `XVS_PERF_10M=0` to skip the 10M
-//! table, `XVS_PERF_ONLY=substring` to run only matching contenders (RESULTS.md is then not written).
+//! table, `XVS_PERF_ONLY=substring` to run only matching contenders (RESULTS.md is then not written),
+//! `XVS_PERF_BATCH=N` for xvs's batch_size (64).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -332,6 +333,14 @@ impl Drop for Director {
     }
 }
 
+/// xvs's `batch_size` in the runs: `XVS_PERF_BATCH`, 64 by default.
+fn batch() -> usize {
+    std::env::var("XVS_PERF_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 fn xvs_config(io: &str, mode: &str, workers: usize, batch: usize, max_conns: u64) -> String {
     let cores = if workers == 1 { "[1]" } else { "[0, 1]" };
     let mut c = format!(
@@ -404,7 +413,7 @@ struct Report {
 
 fn xvs_contender(o: &Opts, rep: &mut Report, idx: usize, name: &str, io: &str, mode: &str, workers: usize) -> Res<()> {
     let t = topo(&format!("xp{}-{idx}", std::process::id()))?;
-    let d = start_xvs(&t, "xvs", &xvs_config(io, mode, workers, 64, 16 << 20))?;
+    let d = start_xvs(&t, "xvs", &xvs_config(io, mode, workers, batch(), 16 << 20))?;
     warm(&t);
     let methods: &[(&str, &str)] = if mode == "native" && workers == 1 {
         &VIPS

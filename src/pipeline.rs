@@ -40,7 +40,7 @@ pub enum Verdict {
 }
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -62,8 +62,12 @@ const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 const TCP_FIN: u8 = 0x01;
 
-/// Connection slots each worker sweeps for expiry between batches.
-const EXPIRE_BUDGET: usize = 256;
+/// Connection slots each worker sweeps for expiry at a time, and how often: 512 every 1 ms is
+/// half a million slots a second per worker (a 10M table in 20 s; a connection that times out is
+/// also removed when its next packet finds it expired). Sweeping between every batch cost a third
+/// of a busy worker's time in the performance lab.
+const EXPIRE_BUDGET: usize = 512;
+const EXPIRE_EVERY: Duration = Duration::from_millis(1);
 /// Most next hops a worker remembers to ask the kernel to resolve.
 const MAX_PENDING_RESOLVE: usize = 64;
 
@@ -82,6 +86,8 @@ pub struct Pipeline {
     pub unresolved: Vec<Addr>,
     /// Next hops recently used, valid for the current snapshot only.
     hops: Box<[Option<(Addr, Hop)>]>,
+    /// When the next expiry sweep is due (at once when `None`).
+    next_expire: Option<Instant>,
 }
 
 impl Pipeline {
@@ -97,6 +103,7 @@ impl Pipeline {
             stats: Stats::default(),
             unresolved: Vec::new(),
             hops: vec![None; HOP_CACHE].into_boxed_slice(),
+            next_expire: None,
         }
     }
 
@@ -127,10 +134,14 @@ impl Pipeline {
         }
     }
 
-    /// Between batches: new snapshot, and a bounded sweep of expired connections.
+    /// Between batches: new snapshot, and (every [`EXPIRE_EVERY`]) a bounded sweep of expired
+    /// connections.
     pub fn between_batches(&mut self, now: Instant) {
         self.refresh();
-        self.table.expire(now, EXPIRE_BUDGET);
+        if self.next_expire.is_none_or(|t| now >= t) {
+            self.next_expire = Some(now + EXPIRE_EVERY);
+            self.table.expire(now, EXPIRE_BUDGET);
+        }
     }
 
     pub fn snapshot(&self) -> &Arc<ServiceTable> {

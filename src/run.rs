@@ -490,6 +490,16 @@ pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
     for (r, n) in stats.drops() {
         let _ = write!(s, " {}={n}", r.label());
     }
+    // What the kernel dropped before xvs saw it (AF_XDP ring statistics).
+    for (what, n) in [
+        ("kernel_rx_ring_full", io.rx_ring_full),
+        ("kernel_fill_ring_empty", io.fill_ring_empty),
+        ("kernel_rx_dropped", io.rx_dropped),
+    ] {
+        if n > 0 {
+            let _ = write!(s, " {what}={n}");
+        }
+    }
     s
 }
 
