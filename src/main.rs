@@ -29,6 +29,10 @@ enum Cmd {
         /// Print the counters every SECS seconds.
         #[arg(long, value_name = "SECS")]
         stats: Option<u64>,
+        /// Benchmark baseline: the same packet I/O with no data plane, every stolen frame sent out
+        /// of the other interface to this MAC.
+        #[arg(long, value_name = "MAC", hide = true)]
+        bare_forward: Option<xvs::types::Mac>,
     },
     /// Run the data plane over a capture and write the frames it would transmit.
     Replay {
@@ -326,10 +330,15 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check { config } => check(config.as_deref()),
         Cmd::ImportKeepalived { file, output, strict } => import_keepalived(&file, output.as_deref(), strict),
-        Cmd::Run { config, stats } => {
+        Cmd::Run {
+            config,
+            stats,
+            bare_forward,
+        } => {
             let opts = xvs::run::RunOptions {
                 config,
                 stats_every: stats.map(std::time::Duration::from_secs),
+                bare_forward,
             };
             match xvs::run::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -508,6 +508,56 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// Print the counters this often.
     pub stats_every: Option<Duration>,
+    /// Benchmark baseline: the same packet I/O (workers, rings, filter) but no data plane; every
+    /// frame the filter steals leaves by the other interface with this destination MAC. It tells
+    /// what xvs's forwarding costs over its I/O alone.
+    pub bare_forward: Option<Mac>,
+}
+
+/// The bare forwarder of [`RunOptions::bare_forward`]: one MAC write per frame.
+struct BareForward {
+    dst: Mac,
+}
+
+impl Process for BareForward {
+    #[inline]
+    fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, _now: Instant) -> Verdict {
+        let b = frame.bytes_mut();
+        if b.len() < 14 {
+            return Verdict::Drop(crate::stats::DropReason::EthMalformed);
+        }
+        b[..6].copy_from_slice(&self.dst.0);
+        Verdict::Forward {
+            port: u16::from(in_port == 0),
+        }
+    }
+
+    fn between_batches(&mut self, _now: Instant) {}
+}
+
+/// Runs the bare forwarder until SIGINT/SIGTERM; prints the I/O counters at exit.
+fn run_bare(cfg: &Config, dst: Mac) -> Result<(), RunError> {
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, term.clone()).map_err(RunError::Signal)?;
+    }
+    let mut rtnl = Rtnl::open().map_err(RunError::Netlink)?;
+    let view = kernel_view(&mut rtnl, cfg)?;
+    let snap = view.snapshot(cfg, &mut DestIds::default(), 0);
+    let (s, l, n, o) = snap.filter();
+    let iocfg = io_config(cfg);
+    let workers = Workers::start_filtered(&iocfg, (&s, &l, &n, &o), |_| BareForward { dst }).map_err(RunError::Io)?;
+    eprintln!("xvs: bare forwarder running (no data plane); SIGINT/SIGTERM stop");
+    while !term.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let io = {
+        let mut io = IoCounters::default();
+        workers.stop().iter().for_each(|c| io.merge(c));
+        io
+    };
+    eprintln!("xvs: stopped: {}", format_counters(&Stats::default(), &io, 0));
+    Ok(())
 }
 
 /// Runs the director until SIGINT or SIGTERM.
@@ -532,6 +582,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut doc = document(opts.config.as_deref());
     if cfg.interfaces.is_empty() {
         return Err(RunError::NoPorts);
+    }
+    if let Some(dst) = opts.bare_forward {
+        return run_bare(&cfg, dst);
     }
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
