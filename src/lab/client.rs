@@ -86,6 +86,9 @@ pub fn udp_counts_here(addr: SocketAddr, n: usize) -> io::Result<Counts> {
         "[::]:0".parse().expect("literal address")
     };
     let mut buf = [0u8; 2048];
+    // Every socket stays open until the end: the kernel picks UDP source ports at random, and a
+    // port closed and picked again would be the same flow to xvs (no new scheduling decision).
+    let mut open = Vec::with_capacity(n);
     for i in 0..n {
         let s = UdpSocket::bind(bind)?;
         s.set_read_timeout(Some(TIMEOUT))?;
@@ -99,6 +102,7 @@ pub fn udp_counts_here(addr: SocketAddr, n: usize) -> io::Result<Counts> {
             .and_then(|h| h.strip_suffix(' '))
             .ok_or_else(|| invalid(format!("echo {text:?} does not end with {payload:?}")))?;
         *counts.entry(name.to_string()).or_default() += 1;
+        open.push(s);
     }
     Ok(counts)
 }
