@@ -4,11 +4,20 @@
 //! table [< 80 ns] and with 1M connections [< 250 ns], a new TCP connection [< 400 ns], and
 //! established FULLNAT, DR and TUN. Each iteration copies a 64-byte frame into the buffer first
 //! (the rewrite is in place), which is included in the figure.
+//!
+//! The frames of the established cases lie side by side in one buffer in a scrambled flow order
+//! and are read in buffer order, as a NIC's ring would hand them over: the frame itself is not a
+//! cache miss, but the connection table is visited at random.
+//!
+//! `cargo bench --bench pipeline -- --ir CASE N` runs N packets of one case outside criterion, for
+//! instruction counts that do not drift (CASE: nat, fullnat, dr, tun, new, nat1m):
+//!
+//!     valgrind --tool=callgrind --toggle-collect='pipeline::measure*' target/release/deps/pipeline-* --ir nat 100000
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use etherparse::PacketBuilder;
 use xvs::config;
 use xvs::pipeline::{Frame, HEADROOM, Verdict};
@@ -97,26 +106,55 @@ impl Bench {
     }
 }
 
-fn established(c: &mut Criterion, name: &str, vip: u8, conns: u32) {
+/// `conns` open connections to `vip` and their established-flow frames, 64 bytes apart, in a
+/// scrambled flow order.
+fn established_setup(vip: u8, conns: u32) -> (Bench, Vec<u8>, usize, Instant) {
     let mut b = Bench::new((conns as usize * 2).max(1 << 16));
     let now = Instant::now();
-    // Frames side by side in one buffer, 64 bytes apart, so that the benchmark's own frame storage
-    // is not a heap allocation per flow scattered over memory.
     let flows = b.open(conns, vip, now);
     let len = flows[0].len();
-    let mut store = vec![0u8; flows.len() * 64];
-    for (i, f) in flows.iter().enumerate() {
-        store[i * 64..i * 64 + len].copy_from_slice(f);
+    let n = flows.len();
+    let mut store = vec![0u8; n * 64];
+    // Position j holds flow (j * step) mod n; step is prime and does not divide n, so every flow
+    // appears once.
+    let step = 7919 % n.max(1);
+    for j in 0..n {
+        let f = &flows[(j * step.max(1)) % n];
+        store[j * 64..j * 64 + len].copy_from_slice(f);
     }
-    drop(flows);
+    (b, store, len, now)
+}
+
+/// Runs `count` established-flow packets from `store` (the instruction-count harness).
+#[inline(never)]
+fn measure(b: &mut Bench, store: &[u8], len: usize, count: usize, now: Instant) {
+    let n = store.len() / 64;
+    for i in 0..count {
+        let k = i % n;
+        black_box(b.run(&store[k * 64..k * 64 + len], now));
+    }
+}
+
+/// Runs one new connection per frame (the instruction-count harness).
+#[inline(never)]
+fn measure_new(b: &mut Bench, frames: &[Vec<u8>], now: Instant) {
+    for f in frames {
+        black_box(b.run(f, now));
+    }
+}
+
+fn established(c: &mut Criterion, name: &str, vip: u8, conns: u32) {
+    let (mut b, store, len, now) = established_setup(vip, conns);
     let n = conns as usize;
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
     let mut k = 0usize;
     g.bench_function(name, |bn| {
         bn.iter(|| {
-            // Visit flows in a scrambled order so that a big table is not walked sequentially.
-            k = (k + 7919) % n;
+            k += 1;
+            if k == n {
+                k = 0;
+            }
             black_box(b.run(&store[k * 64..k * 64 + len], now))
         })
     });
@@ -149,6 +187,38 @@ fn new_connections(c: &mut Criterion) {
     g.finish();
 }
 
+/// `--ir CASE N`: N packets of one case, no criterion; prints the wall time per packet too.
+fn instruction_run(case: &str, count: usize) {
+    let t = Instant::now();
+    if case == "new" {
+        let frames: Vec<Vec<u8>> = (0..count as u32).map(|i| tcp_frame(i, 10, true)).collect();
+        let mut b = Bench::new(count.max(1 << 16) * 2);
+        let t = Instant::now();
+        measure_new(&mut b, &frames, Instant::now());
+        println!(
+            "new: {count} packets, {:.1} ns each",
+            t.elapsed().as_nanos() as f64 / count as f64
+        );
+        return;
+    }
+    let (vip, conns) = match case {
+        "nat" => (10, 1000),
+        "fullnat" => (11, 1000),
+        "dr" => (12, 1000),
+        "tun" => (13, 1000),
+        "nat1m" => (10, 1_000_000),
+        other => panic!("unknown case {other}: nat, fullnat, dr, tun, new, nat1m"),
+    };
+    let (mut b, store, len, now) = established_setup(vip, conns);
+    let setup = t.elapsed();
+    let t = Instant::now();
+    measure(&mut b, &store, len, count, now);
+    println!(
+        "{case}: {count} packets, {:.1} ns each (setup {setup:?})",
+        t.elapsed().as_nanos() as f64 / count as f64
+    );
+}
+
 fn benches(c: &mut Criterion) {
     established(c, "nat_established_1k_conns", 10, 1000);
     established(c, "fullnat_established_1k_conns", 11, 1000);
@@ -163,4 +233,14 @@ criterion_group! {
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     targets = benches
 }
-criterion_main!(pipeline);
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--ir") {
+        let case = args.get(at + 1).map_or("nat", String::as_str);
+        let count = args.get(at + 2).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        instruction_run(case, count);
+        return;
+    }
+    pipeline();
+    Criterion::default().configure_from_args().final_summary();
+}
