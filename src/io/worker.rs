@@ -26,13 +26,13 @@ pub struct IoCounters {
     pub passed: u64,
     /// `Forward` to a port that does not exist.
     pub bad_port: u64,
-    /// A verdict whose frame range does not fit the buffer.
+    /// A received frame or a verdict's frame range that does not fit the buffer.
     pub too_big: u64,
     /// Failed TX wakeups (`sendto`) other than "try again".
     pub tx_kick_err: u64,
     /// Kernel: frames dropped for lack of a socket or a filter (XDP_STATISTICS rx_dropped).
     pub rx_dropped: u64,
-    /// Kernel: frames dropped because the RX ring was full.
+    /// Kernel: frames dropped because the RX ring (AF_XDP) or receive ring (AF_PACKET) was full.
     pub rx_ring_full: u64,
     /// Kernel: times the fill ring was empty.
     pub fill_ring_empty: u64,
@@ -74,8 +74,9 @@ impl Backend {
         }
     }
     fn ring_stats(&self, c: &mut IoCounters) {
-        if let Backend::Xdp(b) = self {
-            b.ring_stats(c);
+        match self {
+            Backend::Xdp(b) => b.ring_stats(c),
+            Backend::Packet(b) => b.ring_stats(c),
         }
     }
 }
