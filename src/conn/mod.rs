@@ -176,8 +176,6 @@ impl Conn {
 const OUT_BIT: u32 = 1 << 31;
 /// The expiry cursor counts slots: shard `i` owns cursor values `i * STRIDE ..`.
 const STRIDE: usize = 1 << 32;
-/// Connections the index is sized for when the table is made; beyond, it grows as it fills.
-const PRESIZE_MAX: usize = 1 << 24;
 /// FULLNAT local ports come from this range.
 const LPORT_MIN: u16 = 1024;
 
@@ -221,23 +219,10 @@ pub struct ConnTable {
 impl ConnTable {
     pub fn new(cfg: TableConfig, counters: Arc<DestCounters>) -> ConnTable {
         let n = cfg.shards.max(1).next_power_of_two();
-        let per_shard = cfg.max_conns.div_ceil(n).max(1);
-        // The index is sized for the limit up front (up to PRESIZE_MAX connections): growing it
-        // rehashes a whole shard under its lock, a stall of milliseconds for the workers at a
-        // million connections and a third of the cost of a new connection while the table fills.
-        // Only its control bytes (one per slot) are written now; the rest is touched as it fills.
-        let index_slots = 2 * per_shard.min(PRESIZE_MAX / n);
         ConnTable {
-            shards: (0..n)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        index: HashTable::with_capacity(index_slots),
-                        ..Shard::default()
-                    })
-                })
-                .collect(),
+            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
             mask: n - 1,
-            per_shard,
+            per_shard: cfg.max_conns.div_ceil(n).max(1),
             timeouts: cfg.timeouts,
             hasher: ahash::RandomState::new(),
             counters,
