@@ -983,6 +983,9 @@ fn main() {
         ("bare AF_XDP forwarder", Box::new(bare_contender)),
         ("xvs table", Box::new(table_contender)),
     ];
+    for gone in netns::remove_orphans("xp") {
+        eprintln!("perf: removed {gone}, left by an earlier run that was killed");
+    }
     for (i, (name, step)) in steps.iter().enumerate() {
         if o.only.as_deref().is_some_and(|x| !name.contains(x)) {
             continue;

@@ -321,6 +321,22 @@ pub fn list(prefix: &str) -> Vec<String> {
     v
 }
 
+/// Removes namespaces named `{tag}{pid}-...` whose process `pid` is gone: what a run killed
+/// before its drops ran (SIGKILL, a lost session) left behind. Returns the names removed.
+pub fn remove_orphans(tag: &str) -> Vec<String> {
+    list(tag)
+        .into_iter()
+        .filter(|n| {
+            let digits: String = n[tag.len()..].chars().take_while(char::is_ascii_digit).collect();
+            n[tag.len() + digits.len()..].starts_with('-')
+                && digits
+                    .parse::<u32>()
+                    .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .filter(|n| remove(n).is_ok())
+        .collect()
+}
+
 /// Creates a veth pair `a_dev` in `a` and `b_dev` in `b`, with `queues` RX and TX queues, both up.
 pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str, queues: u16) -> Result<()> {
     let q = queues.max(1).to_string();
@@ -403,6 +419,23 @@ fn set_gro_here(dev: &str, on: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orphans_of_dead_processes_are_removed_and_live_ones_kept() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // A pid above any pid_max the kernel allows is never a live process.
+        let dead = format!("xo4194305-{}", std::process::id());
+        let live = format!("xo{}-t", std::process::id());
+        let (d, l) = (Netns::create(&dead).unwrap(), Netns::create(&live).unwrap());
+        let removed = remove_orphans("xo");
+        assert_eq!(removed, vec![dead.clone()]);
+        assert!(!Path::new(NETNS_DIR).join(&dead).exists());
+        assert!(Path::new(NETNS_DIR).join(&live).exists());
+        drop((d, l));
+    }
 
     #[test]
     fn failing_command_carries_command_and_stderr() {
