@@ -151,8 +151,15 @@ pub struct PacketBackend {
     lens: Vec<usize>,
     /// Per port: indices into `bufs` of frames to send, and their (start, len).
     pending: Vec<Vec<(usize, usize, usize)>>,
+    /// `sendmmsg` vectors, refilled per send (kept to keep allocation off the packet path).
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
     batch: usize,
 }
+
+// SAFETY: the raw pointers in `iov` and `msgs` point into `bufs` (boxes this backend owns) and are
+// rewritten before every use; they carry no tie to the thread that wrote them.
+unsafe impl Send for PacketBackend {}
 
 fn setsockopt_int(fd: i32, level: i32, opt: i32, v: i32) -> bool {
     // SAFETY: `v` is a live i32 and its size is passed.
@@ -210,6 +217,8 @@ impl PacketBackend {
         let batch = cfg.batch;
         Ok(PacketBackend {
             pending: vec![Vec::with_capacity(batch); socks.len()],
+            iov: Vec::with_capacity(batch),
+            msgs: Vec::with_capacity(batch),
             socks,
             bufs: (0..batch).map(|_| Box::new([0u8; BUF])).collect(),
             lens: vec![0; batch],
@@ -304,23 +313,21 @@ impl PacketBackend {
         if self.pending[o].is_empty() {
             return;
         }
-        let mut iov: Vec<libc::iovec> = self.pending[o]
-            .iter()
-            .map(|&(i, start, len)| libc::iovec {
+        self.iov.clear();
+        self.iov
+            .extend(self.pending[o].iter().map(|&(i, start, len)| libc::iovec {
                 iov_base: self.bufs[i][start..].as_mut_ptr().cast(),
                 iov_len: len,
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter_mut()
-            .map(|v| {
-                // SAFETY: mmsghdr is plain old data; all-zero is valid.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_iov = v;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+            }));
+        self.msgs.clear();
+        self.msgs.extend(self.iov.iter_mut().map(|v| {
+            // SAFETY: mmsghdr is plain old data; all-zero is valid.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        }));
+        let msgs = &mut self.msgs;
         let mut off = 0;
         while off < msgs.len() {
             // SAFETY: the headers point at ranges of `self.bufs` checked against BUF above.
