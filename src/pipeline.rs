@@ -73,6 +73,41 @@ const MAX_PENDING_RESOLVE: usize = 64;
 
 type Step<T> = Result<T, Verdict>;
 
+/// What a first look at a frame found, before any state is touched: its verdict already, or the
+/// parsed packet with where its connection is (`h`, the connection table hash of its tuple).
+#[derive(Clone, Copy)]
+enum Class {
+    Done(Verdict),
+    /// To a virtual service (`si`).
+    In {
+        p: Parsed,
+        proto: Proto,
+        si: u32,
+        h: u64,
+    },
+    /// From a NAT real server, or to a FULLNAT local address (`laddr`).
+    Out {
+        p: Parsed,
+        proto: Proto,
+        laddr: bool,
+        h: u64,
+    },
+    /// An ICMP error, translated with the connection it quotes.
+    Icmp(Outer),
+}
+
+/// A frame looked at ahead of its batch: where its bytes were (so that `process` can tell it is
+/// the same frame), what was found, and whether its connection entry is worth a prefetch.
+struct Ahead {
+    at: *const u8,
+    len: usize,
+    class: Class,
+    deep: bool,
+}
+
+/// Most frames looked at ahead; a batch larger than this is looked at in part.
+const AHEAD_MAX: usize = 256;
+
 /// One worker's data plane: its own scheduler state and counters, the shared connection table and
 /// the current service-table snapshot.
 pub struct Pipeline {
@@ -88,7 +123,15 @@ pub struct Pipeline {
     hops: Box<[Option<(Addr, Hop)>]>,
     /// When the next expiry sweep is due (at once when `None`).
     next_expire: Option<Instant>,
+    /// The batch being processed, as [`Pipeline::look_ahead`] found it, and the next to process.
+    ahead: Vec<Ahead>,
+    next_ahead: usize,
+    /// The connection table's clock for the last `now` seen.
+    clock: Option<(Instant, u64)>,
 }
+
+// SAFETY: the raw pointer in `Ahead` is only compared with a frame's address, never dereferenced.
+unsafe impl Send for Pipeline {}
 
 impl Pipeline {
     pub fn new(published: Arc<Published>, table: Arc<ConnTable>, counters: Arc<DestCounters>) -> Pipeline {
@@ -104,6 +147,9 @@ impl Pipeline {
             unresolved: Vec::new(),
             hops: vec![None; HOP_CACHE].into_boxed_slice(),
             next_expire: None,
+            ahead: Vec::with_capacity(AHEAD_MAX),
+            next_ahead: 0,
+            clock: None,
         }
     }
 
@@ -148,10 +194,52 @@ impl Pipeline {
         &self.snap
     }
 
+    /// Looks at one frame of a batch before any of the batch is processed: classifies it and
+    /// starts loading its connection's index bucket. The I/O shells call it for every frame of a
+    /// batch, in order, then [`Pipeline::process`] for each in the same order, so that the cache
+    /// misses of a whole batch are in flight together. Once every frame is looked at, the first
+    /// `process` call prefetches the connection entries the buckets point to.
+    pub fn look_ahead(&mut self, frame: &[u8], in_port: u16) {
+        if self.next_ahead > 0 {
+            // A new batch: whatever is left of the last one (not processed) is stale.
+            self.ahead.clear();
+            self.next_ahead = 0;
+        }
+        if self.ahead.len() >= AHEAD_MAX {
+            return;
+        }
+        let class = self.classify(frame, in_port).unwrap_or_else(Class::Done);
+        let deep = match class {
+            // A SYN to a service nearly always opens a connection: there is no entry to load.
+            Class::In { h, p, .. } if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {
+                self.table.prefetch(h);
+                false
+            }
+            Class::In { h, .. } | Class::Out { h, .. } => self.table.prefetch(h),
+            _ => false,
+        };
+        self.ahead.push(Ahead {
+            at: frame.as_ptr(),
+            len: frame.len(),
+            class,
+            deep,
+        });
+    }
+
     /// Carries one frame from bytes in to a verdict out. Never panics on any input.
     pub fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Verdict {
         self.stats.rx += 1;
-        let v = match self.classify(frame, in_port, now) {
+        let class = match self.ahead.get(self.next_ahead) {
+            Some(a) if a.at == frame.bytes().as_ptr() && a.len == frame.len => {
+                if self.next_ahead == 0 {
+                    self.prefetch_entries();
+                }
+                self.next_ahead += 1;
+                Ok(self.ahead[self.next_ahead - 1].class)
+            }
+            _ => self.classify(frame.bytes(), in_port),
+        };
+        let v = match class.and_then(|c| self.act(frame, c, in_port, now)) {
             Ok(v) | Err(v) => v,
         };
         match v {
@@ -163,24 +251,74 @@ impl Pipeline {
         v
     }
 
-    fn classify(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Step<Verdict> {
+    /// The second step of a batch's look-ahead: with the buckets loaded (or on their way), find
+    /// the entries they point to and start loading those, where the table is too large to stay
+    /// in the cache.
+    fn prefetch_entries(&self) {
+        for a in self.ahead.iter().filter(|a| a.deep) {
+            match a.class {
+                Class::In { h, .. } => self.table.prefetch_entry(Dir::In, h),
+                Class::Out { h, .. } => self.table.prefetch_entry(Dir::Out, h),
+                _ => {}
+            }
+        }
+    }
+
+    /// The connection table's clock for `now`, read once per batch.
+    #[inline]
+    fn clock(&mut self, now: Instant) -> u64 {
+        match self.clock {
+            Some((at, ns)) if at == now => ns,
+            _ => {
+                let ns = self.table.clock(now);
+                self.clock = Some((now, ns));
+                ns
+            }
+        }
+    }
+
+    /// Does what the look at a frame found: the connection lookup or a new one, and the rewrite.
+    fn act(&mut self, frame: &mut Frame<'_>, class: Class, in_port: u16, now: Instant) -> Step<Verdict> {
+        match class {
+            Class::Done(v) => Ok(v),
+            Class::In { p, proto, si, h } => self.inbound(frame, &p, proto, si, h, in_port, now),
+            Class::Out { p, proto, laddr, h } => {
+                let t = Tuple {
+                    proto,
+                    src: p.src,
+                    sport: p.sport,
+                    dst: p.dst,
+                    dport: p.dport,
+                };
+                let now_ns = self.clock(now);
+                match self.table.lookup_hashed(Dir::Out, &t, h, p.tcp_flags, now_ns) {
+                    Some(c) => self.outbound(frame, &p, &c),
+                    // To a local address but no connection: nobody else can want it.
+                    None if laddr => Err(drop(DropReason::NoConnection)),
+                    None => Ok(Verdict::PassToKernel),
+                }
+            }
+            Class::Icmp(o) => self.icmp_error(frame, o, now),
+        }
+    }
+
+    fn classify(&self, b: &[u8], in_port: u16) -> Step<Class> {
         let (l3, etype) = {
-            let eth = ethernet::Frame::new_checked(frame.bytes()).map_err(|_| drop(DropReason::EthMalformed))?;
+            let eth = ethernet::Frame::new_checked(b).map_err(|_| drop(DropReason::EthMalformed))?;
             // VLAN-tagged service traffic is not served yet: the kernel keeps tagged frames.
             if eth.vlan_id().is_some() {
-                return Ok(Verdict::PassToKernel);
+                return Ok(Class::Done(Verdict::PassToKernel));
             }
             (eth.header_len(), eth.ethertype())
         };
         match etype {
-            ethertype::IPV4 => self.ipv4(frame, l3, in_port, now),
-            ethertype::IPV6 => self.ipv6(frame, l3, now),
-            _ => Ok(Verdict::PassToKernel),
+            ethertype::IPV4 => self.ipv4(b, l3, in_port),
+            ethertype::IPV6 => self.ipv6(b, l3, in_port),
+            _ => Ok(Class::Done(Verdict::PassToKernel)),
         }
     }
 
-    fn ipv4(&mut self, frame: &mut Frame<'_>, l3: usize, in_port: u16, now: Instant) -> Step<Verdict> {
-        let b = frame.bytes();
+    fn ipv4(&self, b: &[u8], l3: usize, _in_port: u16) -> Step<Class> {
         let ip = ipv4::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv4Malformed))?;
         if !ip.verify_checksum() {
             return Err(drop(DropReason::Ipv4Checksum));
@@ -210,34 +348,29 @@ impl Pipeline {
                     tcp_flags: 0,
                     ttl,
                 };
-                self.l4(frame.bytes(), &mut p)?;
-                self.transport(frame, &p, in_port, now)
+                self.l4(b, &mut p)?;
+                self.transport(p)
             }
             ip_proto::ICMP => {
-                let t = *frame.bytes().get(l4).ok_or_else(|| drop(DropReason::IcmpMalformed))?;
+                let t = *b.get(l4).ok_or_else(|| drop(DropReason::IcmpMalformed))?;
                 if !icmp::is_error_v4(t) {
-                    return Ok(Verdict::PassToKernel);
+                    return Ok(Class::Done(Verdict::PassToKernel));
                 }
-                self.icmp_error(
-                    frame,
-                    Outer {
-                        l3,
-                        icmp_at: l4,
-                        end,
-                        v6: false,
-                        src,
-                        dst,
-                        ttl,
-                    },
-                    now,
-                )
+                Ok(Class::Icmp(Outer {
+                    l3,
+                    icmp_at: l4,
+                    end,
+                    v6: false,
+                    src,
+                    dst,
+                    ttl,
+                }))
             }
-            _ => Ok(Verdict::PassToKernel),
+            _ => Ok(Class::Done(Verdict::PassToKernel)),
         }
     }
 
-    fn ipv6(&mut self, frame: &mut Frame<'_>, l3: usize, now: Instant) -> Step<Verdict> {
-        let b = frame.bytes();
+    fn ipv6(&self, b: &[u8], l3: usize, _in_port: u16) -> Step<Class> {
         let ip = ipv6::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv6Malformed))?;
         let (src, dst) = (Addr::from(ip.src_addr()), Addr::from(ip.dst_addr()));
         let end = l3 + 40 + usize::from(ip.payload_len());
@@ -263,7 +396,7 @@ impl Pipeline {
                     ttl,
                 };
                 self.l4(b, &mut p)?;
-                self.transport(frame, &p, 0, now)
+                self.transport(p)
             }
             ip_proto::ICMPV6 => {
                 let t = *b
@@ -271,32 +404,28 @@ impl Pipeline {
                     .filter(|_| l4 < end)
                     .ok_or_else(|| drop(DropReason::IcmpMalformed))?;
                 if !icmp::is_error_v6(t) {
-                    return Ok(Verdict::PassToKernel);
+                    return Ok(Class::Done(Verdict::PassToKernel));
                 }
-                self.icmp_error(
-                    frame,
-                    Outer {
-                        l3,
-                        icmp_at: l4,
-                        end,
-                        v6: true,
-                        src,
-                        dst,
-                        ttl,
-                    },
-                    now,
-                )
+                Ok(Class::Icmp(Outer {
+                    l3,
+                    icmp_at: l4,
+                    end,
+                    v6: true,
+                    src,
+                    dst,
+                    ttl,
+                }))
             }
-            _ => Ok(Verdict::PassToKernel),
+            _ => Ok(Class::Done(Verdict::PassToKernel)),
         }
     }
 
     /// xvs does not reassemble: fragments for a VIP are dropped, others go to the kernel.
-    fn fragment(&self, dst: Addr) -> Step<Verdict> {
+    fn fragment(&self, dst: Addr) -> Step<Class> {
         if self.snap.is_vip(dst) || self.snap.is_laddr(dst) {
             Err(drop(DropReason::Fragment))
         } else {
-            Ok(Verdict::PassToKernel)
+            Ok(Class::Done(Verdict::PassToKernel))
         }
     }
 
@@ -324,14 +453,18 @@ impl Pipeline {
         }
     }
 
-    fn transport(&mut self, frame: &mut Frame<'_>, p: &Parsed, in_port: u16, now: Instant) -> Step<Verdict> {
-        let proto = Proto::from_number(p.proto).ok_or(Verdict::PassToKernel)?;
+    /// Which way a TCP or UDP packet goes, and the hash its connection is found by.
+    fn transport(&self, p: Parsed) -> Step<Class> {
+        let Some(proto) = Proto::from_number(p.proto) else {
+            return Ok(Class::Done(Verdict::PassToKernel));
+        };
         if let Some(si) = self.snap.service(&SvcKey {
             proto,
             addr: p.dst,
             port: p.dport,
         }) {
-            return self.inbound(frame, p, proto, si, in_port, now);
+            let h = self.table.hash_endpoint(&p.src, p.sport);
+            return Ok(Class::In { p, proto, si, h });
         }
         let laddr = self.snap.is_laddr(p.dst);
         if laddr
@@ -341,29 +474,20 @@ impl Pipeline {
                 port: p.sport,
             })
         {
-            let t = Tuple {
-                proto,
-                src: p.src,
-                sport: p.sport,
-                dst: p.dst,
-                dport: p.dport,
-            };
-            return match self.table.lookup(Dir::Out, &t, p.tcp_flags, now) {
-                Some(c) => self.outbound(frame, p, &c),
-                // To a local address but no connection: nobody else can want it.
-                None if laddr => Err(drop(DropReason::NoConnection)),
-                None => Ok(Verdict::PassToKernel),
-            };
+            let h = self.table.hash_endpoint(&p.dst, p.dport);
+            return Ok(Class::Out { p, proto, laddr, h });
         }
-        Ok(Verdict::PassToKernel)
+        Ok(Class::Done(Verdict::PassToKernel))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn inbound(
         &mut self,
         frame: &mut Frame<'_>,
         p: &Parsed,
         proto: Proto,
         si: u32,
+        h: u64,
         in_port: u16,
         now: Instant,
     ) -> Step<Verdict> {
@@ -374,7 +498,8 @@ impl Pipeline {
             dst: p.dst,
             dport: p.dport,
         };
-        let c = match self.table.lookup(Dir::In, &t, p.tcp_flags, now) {
+        let now_ns = self.clock(now);
+        let c = match self.table.lookup_hashed(Dir::In, &t, h, p.tcp_flags, now_ns) {
             Some(c) => {
                 if self.snap.services[si as usize].expire_nodest_conn && !self.snap.dest_alive(c.dest_id) {
                     self.table.remove(Dir::In, &t);
@@ -387,7 +512,7 @@ impl Pipeline {
                 if proto == Proto::Tcp && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN {
                     return Err(drop(DropReason::NoConnection));
                 }
-                self.new_conn(p, proto, si, now)?
+                self.new_conn(p, proto, si, h, now)?
             }
         };
         // NAT and FULLNAT route the packet; DR and TUN leave the client's IP header as it is.
@@ -469,7 +594,8 @@ impl Pipeline {
         }
     }
 
-    fn new_conn(&mut self, p: &Parsed, proto: Proto, si: u32, now: Instant) -> Step<Conn> {
+    fn new_conn(&mut self, p: &Parsed, proto: Proto, si: u32, h: u64, now: Instant) -> Step<Conn> {
+        let now_ns = self.clock(now);
         let snap = &self.snap;
         let svc = &snap.services[si as usize];
         let key = SchedKey {
@@ -520,13 +646,16 @@ impl Pipeline {
             dest_id,
             persist_prefix: svc.persistence.map(|(_, l)| l),
         };
-        let c = self.table.insert(&nc, &svc.laddrs, p.tcp_flags, now).map_err(|e| {
-            drop(match e {
-                InsertError::Full => DropReason::TableFull,
-                InsertError::LaddrExhausted => DropReason::LaddrExhausted,
-                InsertError::Conflict => DropReason::ConnConflict,
-            })
-        })?;
+        let c = self
+            .table
+            .insert_hashed(&nc, h, &svc.laddrs, p.tcp_flags, now_ns)
+            .map_err(|e| {
+                drop(match e {
+                    InsertError::Full => DropReason::TableFull,
+                    InsertError::LaddrExhausted => DropReason::LaddrExhausted,
+                    InsertError::Conflict => DropReason::ConnConflict,
+                })
+            })?;
         self.stats.conns += 1;
         self.stats.dest(c.dest_id).conns += 1;
         Ok(c)

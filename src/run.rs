@@ -310,6 +310,11 @@ impl Process for Worker {
         self.pipeline.process(frame, in_port, now)
     }
 
+    #[inline]
+    fn look_ahead(&mut self, frame: &[u8], in_port: u16) {
+        self.pipeline.look_ahead(frame, in_port);
+    }
+
     fn between_batches(&mut self, now: Instant) {
         self.pipeline.between_batches(now);
         if now.duration_since(self.last) >= REPORT_EVERY {

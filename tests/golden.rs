@@ -627,3 +627,114 @@ fn persistence_keeps_a_client_network_on_one_server() {
     // Another /24 is scheduled by rr: the next server, not the first.
     assert_ne!(open(&mut d, [198, 19, 0, 1], 40100, now), first);
 }
+
+/// Runs frames as a worker's batch: every frame looked at ahead, then each processed, in `order`.
+fn run_batch(d: &mut Offline, inputs: &[(Vec<u8>, u16)], order: &[usize], now: Instant) -> Vec<(Verdict, Vec<u8>)> {
+    let mut bufs: Vec<Vec<u8>> = inputs
+        .iter()
+        .map(|(f, _)| {
+            let mut b = vec![0u8; HEADROOM + 2048];
+            b[HEADROOM..HEADROOM + f.len()].copy_from_slice(f);
+            b
+        })
+        .collect();
+    for (b, (f, port)) in bufs.iter().zip(inputs) {
+        d.pipeline.look_ahead(&b[HEADROOM..HEADROOM + f.len()], *port);
+    }
+    let mut out = vec![(Verdict::PassToKernel, Vec::new()); inputs.len()];
+    for &i in order {
+        let mut f = Frame::new(&mut bufs[i], HEADROOM, inputs[i].0.len());
+        let v = d.pipeline.process(&mut f, inputs[i].1, now);
+        out[i] = (v, f.bytes().to_vec());
+    }
+    out
+}
+
+#[test]
+fn a_batch_looked_at_ahead_gives_what_one_frame_at_a_time_gives() {
+    let now = Instant::now();
+    let cases = cases();
+    // Each case from its own client port, so that the order they are processed in does not matter.
+    let cport = |i: usize| CPORT + i as u16;
+    let mut syns: Vec<(Vec<u8>, u16)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                frame(CLI, LB0, c.client, 64, c.p, cport(i), c.vport, Seg::Syn, PAYLOAD),
+                0,
+            )
+        })
+        .collect();
+    // Frames that are not served: garbage, a truncated one, one for no service.
+    syns.push((vec![0xff; 20], 0));
+    syns.push((syns[0].0[..30].to_vec(), 0));
+    syns.push((
+        frame(
+            CLI,
+            LB0,
+            Ip::V4(CIP4, [198, 18, 0, 99]),
+            64,
+            P::Tcp,
+            CPORT,
+            80,
+            Seg::Syn,
+            PAYLOAD,
+        ),
+        0,
+    ));
+    let mut acks: Vec<(Vec<u8>, u16)> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                frame(CLI, LB0, c.client, 64, c.p, cport(i), c.vport, Seg::Ack, b"second"),
+                0,
+            )
+        })
+        .collect();
+    // NAT replies (their ports are known before the batch runs).
+    for (i, c) in cases.iter().enumerate().filter(|(_, c)| c.method == "NAT") {
+        acks.push((
+            frame(
+                RS,
+                LB1,
+                swap(c.to_rs),
+                64,
+                c.p,
+                c.rport,
+                cport(i),
+                Seg::SynAck,
+                b"reply",
+            ),
+            1,
+        ));
+    }
+    let in_order = |n: usize| (0..n).collect::<Vec<_>>();
+
+    let mut one = director();
+    let mut batch = director();
+    let mut shuffled = director();
+    for inputs in [&syns, &acks] {
+        let want: Vec<_> = inputs.iter().map(|(f, port)| run(&mut one, f, *port, now)).collect();
+        let got = run_batch(&mut batch, inputs, &in_order(inputs.len()), now);
+        // Processed in another order than looked at: each frame is still handled as itself.
+        let reversed: Vec<usize> = (0..inputs.len()).rev().collect();
+        let got_rev = run_batch(&mut shuffled, inputs, &reversed, now);
+        for (i, w) in want.iter().enumerate() {
+            let fullnat = cases.get(i).is_some_and(|c| c.method == "FULLNAT");
+            for (g, how) in [(&got[i], "in order"), (&got_rev[i], "reversed")] {
+                assert_eq!(g.0, w.0, "frame {i} {how}: verdict");
+                // FULLNAT local ports depend on each table's random hash keys.
+                if !fullnat {
+                    assert_eq!(g.1, w.1, "frame {i} {how}: frame");
+                }
+            }
+        }
+        let forwarded = want.iter().filter(|w| matches!(w.0, Verdict::Forward { .. })).count();
+        assert!(forwarded >= cases.len(), "{forwarded} forwarded");
+    }
+    let drops = |d: &Offline| d.pipeline.stats.drops().collect::<Vec<_>>();
+    assert_eq!(drops(&one), drops(&batch));
+    assert_eq!(drops(&one), drops(&shuffled));
+}

@@ -7,22 +7,33 @@
 //! port, and the pool hands out only ports whose (laddr, lport) hashes to the client's shard, so a
 //! lookup in either direction takes exactly one lock and any worker can serve any packet.
 //!
-//! **Compact.** A shard holds a slab of [`Conn`] entries and one `hashbrown::HashTable<u32>` with two
-//! slot numbers per connection (inbound and outbound key, told apart by the top bit); key equality
-//! is checked against the slab entry. Both the shard choice and the index use `ahash` with random
-//! keys per table: client tuples are chosen by attackers, and keyed hashing keeps them from
-//! aiming at one shard or one probe chain.
+//! **Compact.** A shard holds a slab of [`Conn`] entries and an [`index`] with two slot numbers per
+//! connection (inbound and outbound key, told apart by the top bit); key equality is checked
+//! against the slab entry.
+//!
+//! **One hash per packet.** A packet is hashed once, on the endpoint that picks its shard (the
+//! source of an inbound packet, the destination of an outbound one), with `ahash` and random keys
+//! per table: client endpoints are chosen by attackers, and keyed hashing keeps them from aiming at
+//! one shard or one probe chain. The same hash places the key in the shard's index, so a NAT
+//! connection's two keys share one bucket. One client endpoint talking to many virtual services
+//! gives keys with one hash; there are at most as many as there are services.
+//!
+//! **Batches.** [`ConnTable::prefetch`] starts loading a key's bucket without taking the lock and
+//! [`ConnTable::prefetch_entry`] the entry it points to, so that a worker can have the cache
+//! misses of a whole batch in flight at once instead of waiting for them one packet at a time.
 
+mod index;
 mod state;
 
 pub use state::{TcpState, Way};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hashbrown::HashTable;
+use index::{Bucket, Index, prefetch};
 
 use crate::types::{Addr, DestCounters, Method, Proto, Timeouts};
 
@@ -43,16 +54,6 @@ pub struct Tuple {
     pub sport: u16,
     pub dst: Addr,
     pub dport: u16,
-}
-
-impl std::hash::Hash for Tuple {
-    /// Three writes: the two addresses and the ports with the protocol packed into one word.
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u128(u128::from_ne_bytes(self.src.0));
-        h.write_u128(u128::from_ne_bytes(self.dst.0));
-        h.write_u64(u64::from(self.sport) << 24 | u64::from(self.dport) << 8 | u64::from(self.proto.number()));
-    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +93,11 @@ pub enum InsertError {
 
 /// One connection: the client, virtual, real-server and (FULLNAT) local endpoints, its state and
 /// its timer. `Copy` and plain data, so that it can be serialised for synchronisation.
+///
+/// 88 bytes of fields, aligned to 32 so that every entry of the slab lies in exactly two cache
+/// lines (unaligned, a quarter of them would straddle three, and a lookup would wait for each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(32))]
 pub struct Conn {
     pub caddr: Addr,
     pub vaddr: Addr,
@@ -139,6 +144,7 @@ impl Conn {
         }
     }
 
+    #[cfg(test)]
     fn in_tuple(&self) -> Tuple {
         Tuple {
             proto: self.proto,
@@ -174,6 +180,9 @@ impl Conn {
 }
 
 const OUT_BIT: u32 = 1 << 31;
+/// Index buckets of a shard from which a batch prefetches connection entries too: 2048 buckets
+/// (128 KiB) hold about 6000 connections, whose entries take half a megabyte.
+const DEEP_BUCKETS: usize = 2048;
 /// The expiry cursor counts slots: shard `i` owns cursor values `i * STRIDE ..`.
 const STRIDE: usize = 1 << 32;
 /// FULLNAT local ports come from this range.
@@ -197,19 +206,40 @@ type TemplateKey = (Proto, Addr, Addr, u16);
 struct Shard {
     slab: Vec<Option<Conn>>,
     free: Vec<u32>,
-    index: HashTable<u32>,
+    index: Index,
     len: usize,
     /// Free local ports of this shard, per (protocol, local address).
     ports: HashMap<(Proto, Addr), Vec<u16>>,
     templates: HashMap<TemplateKey, Template>,
 }
 
+/// A shard's lock and, beside it, where its index buckets are, for prefetching without the lock.
+#[repr(align(64))]
+struct ShardCell {
+    shard: Mutex<Shard>,
+    buckets: AtomicPtr<Bucket>,
+    bucket_mask: AtomicUsize,
+}
+
+impl ShardCell {
+    fn new() -> ShardCell {
+        let shard = Shard::default();
+        let (p, m) = shard.index.layout();
+        ShardCell {
+            shard: Mutex::new(shard),
+            buckets: AtomicPtr::new(p.cast_mut()),
+            bucket_mask: AtomicUsize::new(m),
+        }
+    }
+}
+
 /// The sharded connection table, shared by all workers.
 pub struct ConnTable {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardCell]>,
     mask: usize,
     per_shard: usize,
-    timeouts: Timeouts,
+    /// Each state's timeout in nanoseconds, by `TcpState as usize`.
+    ttl_ns: [u64; TcpState::COUNT],
     hasher: ahash::RandomState,
     counters: Arc<DestCounters>,
     epoch: Instant,
@@ -220,10 +250,10 @@ impl ConnTable {
     pub fn new(cfg: TableConfig, counters: Arc<DestCounters>) -> ConnTable {
         let n = cfg.shards.max(1).next_power_of_two();
         ConnTable {
-            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..n).map(|_| ShardCell::new()).collect(),
             mask: n - 1,
             per_shard: cfg.max_conns.div_ceil(n).max(1),
-            timeouts: cfg.timeouts,
+            ttl_ns: std::array::from_fn(|i| TcpState::ALL[i].timeout(&cfg.timeouts).as_nanos() as u64),
             hasher: ahash::RandomState::new(),
             counters,
             epoch: Instant::now(),
@@ -231,36 +261,97 @@ impl ConnTable {
         }
     }
 
-    fn ns(&self, now: Instant) -> u64 {
+    #[inline]
+    fn ttl(&self, s: TcpState) -> u64 {
+        self.ttl_ns[s as usize]
+    }
+
+    /// The table's clock: nanoseconds since its epoch. Workers read it once per batch.
+    pub fn clock(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    fn shard_of(&self, a: &Addr, port: u16) -> usize {
-        (self.hasher.hash_one((a, port)) as usize) & self.mask
+    /// The keyed hash of an endpoint: it picks the shard (bits 40 and up) and the index bucket
+    /// (the low bits).
+    #[inline]
+    pub fn hash_endpoint(&self, a: &Addr, port: u16) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write_u128(u128::from_ne_bytes(a.0));
+        h.write_u16(port);
+        h.finish()
     }
 
-    fn shard_for(&self, dir: Dir, t: &Tuple) -> usize {
+    #[inline]
+    fn shard_of_hash(&self, h: u64) -> usize {
+        (h >> 40) as usize & self.mask
+    }
+
+    fn shard_of(&self, a: &Addr, port: u16) -> usize {
+        self.shard_of_hash(self.hash_endpoint(a, port))
+    }
+
+    /// The hash a packet's tuple is found by in `dir`: that of the client side's endpoint (the
+    /// source of an inbound packet, the destination of an outbound one).
+    #[inline]
+    pub fn hash(&self, dir: Dir, t: &Tuple) -> u64 {
         match dir {
-            Dir::In => self.shard_of(&t.src, t.sport),
-            Dir::Out => self.shard_of(&t.dst, t.dport),
+            Dir::In => self.hash_endpoint(&t.src, t.sport),
+            Dir::Out => self.hash_endpoint(&t.dst, t.dport),
         }
+    }
+
+    #[cfg(test)]
+    fn shard_for(&self, dir: Dir, t: &Tuple) -> usize {
+        self.shard_of_hash(self.hash(dir, t))
     }
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A worker that panicked while holding a shard leaves plain data behind; keep serving.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[i].shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn key_hash(&self, t: &Tuple) -> u64 {
-        self.hasher.hash_one(t)
+    /// Starts loading the index bucket of hash `h`, without the lock (the address is read from
+    /// the shard's published layout; a stale one only wastes the prefetch). Returns whether the
+    /// shard is large enough for its entries to be out of the cache, so that
+    /// [`ConnTable::prefetch_entry`] is worth its lock.
+    #[inline]
+    pub fn prefetch(&self, h: u64) -> bool {
+        let cell = &self.shards[self.shard_of_hash(h)];
+        let base = cell.buckets.load(Ordering::Relaxed);
+        let mask = cell.bucket_mask.load(Ordering::Relaxed);
+        prefetch(base.wrapping_add(h as usize & mask));
+        mask >= DEEP_BUCKETS - 1
     }
 
-    /// Finds the slot of the connection `t` belongs to in `dir`.
-    fn find(&self, sh: &Shard, dir: Dir, t: &Tuple) -> Option<u32> {
-        let h = self.key_hash(t);
+    /// Starts loading the entry that hash `h` finds in `dir`, once its bucket is (being) loaded:
+    /// takes the shard's lock, reads the bucket and prefetches the entry's two cache lines.
+    pub fn prefetch_entry(&self, dir: Dir, h: u64) {
+        let sh = self.lock(self.shard_of_hash(h));
+        let want_out = dir == Dir::Out;
+        if let Some(e) = sh.index.find(h, |e| (e & OUT_BIT != 0) == want_out) {
+            let p = sh.slab.as_ptr().wrapping_add((e & !OUT_BIT) as usize);
+            prefetch(p);
+            prefetch(p.cast::<u8>().wrapping_add(size_of::<Option<Conn>>() - 1));
+        }
+    }
+
+    /// The hash of the key `c` is stored under in `dir`.
+    fn key_hash(&self, c: &Conn, dir: Dir) -> u64 {
+        match dir {
+            Dir::In => self.hash_endpoint(&c.caddr, c.cport),
+            Dir::Out => {
+                let (a, p) = c.out_dst();
+                self.hash_endpoint(&a, p)
+            }
+        }
+    }
+
+    /// Finds the slot of the connection `t` belongs to in `dir`; `h` is `self.hash(dir, t)`.
+    #[inline]
+    fn find(&self, sh: &Shard, dir: Dir, t: &Tuple, h: u64) -> Option<u32> {
         let want_out = dir == Dir::Out;
         sh.index
-            .find(h, |&e| {
+            .find(h, |e| {
                 let out = e & OUT_BIT != 0;
                 out == want_out
                     && match &sh.slab[(e & !OUT_BIT) as usize] {
@@ -269,16 +360,20 @@ impl ConnTable {
                         None => false,
                     }
             })
-            .map(|&e| e & !OUT_BIT)
+            .map(|e| e & !OUT_BIT)
     }
 
     /// Finds the connection of a packet, applies the packet to its state (`tcp_flags`: the TCP
     /// flag byte, 0 for UDP), refreshes its timer and returns a copy.
     pub fn lookup(&self, dir: Dir, t: &Tuple, tcp_flags: u8, now: Instant) -> Option<Conn> {
-        let now_ns = self.ns(now);
-        let si = self.shard_for(dir, t);
-        let mut sh = self.lock(si);
-        let slot = self.find(&sh, dir, t)?;
+        self.lookup_hashed(dir, t, self.hash(dir, t), tcp_flags, self.clock(now))
+    }
+
+    /// [`ConnTable::lookup`] with the tuple's hash and the clock already read.
+    #[inline]
+    pub fn lookup_hashed(&self, dir: Dir, t: &Tuple, h: u64, tcp_flags: u8, now_ns: u64) -> Option<Conn> {
+        let mut sh = self.lock(self.shard_of_hash(h));
+        let slot = self.find(&sh, dir, t, h)?;
         let c = sh.slab[slot as usize].as_mut()?;
         if c.expires <= now_ns {
             let tpl = self.unlink(&mut sh, slot);
@@ -290,7 +385,7 @@ impl ConnTable {
         if c.proto == Proto::Tcp {
             c.state = c.state.next(c.way(dir), tcp_flags);
         }
-        c.expires = now_ns + c.state.timeout(&self.timeouts).as_nanos() as u64;
+        c.expires = now_ns + self.ttl(c.state);
         let out = *c;
         drop(sh);
         if was_active != out.active() {
@@ -308,9 +403,10 @@ impl ConnTable {
 
     /// The connection of a packet, without touching its state or timer (ICMP errors).
     pub fn peek(&self, dir: Dir, t: &Tuple, now: Instant) -> Option<Conn> {
-        let now_ns = self.ns(now);
-        let sh = self.lock(self.shard_for(dir, t));
-        let slot = self.find(&sh, dir, t)?;
+        let now_ns = self.clock(now);
+        let h = self.hash(dir, t);
+        let sh = self.lock(self.shard_of_hash(h));
+        let slot = self.find(&sh, dir, t, h)?;
         sh.slab[slot as usize].filter(|c| c.expires > now_ns)
     }
 
@@ -325,7 +421,19 @@ impl ConnTable {
     /// TIME_WAIT, half open, UDP), as the server's own stack would, and is refused while the old
     /// one is established.
     pub fn insert(&self, n: &NewConn, laddrs: &[Addr], tcp_flags: u8, now: Instant) -> Result<Conn, InsertError> {
-        let now_ns = self.ns(now);
+        let h = self.hash_endpoint(&n.caddr, n.cport);
+        self.insert_hashed(n, h, laddrs, tcp_flags, self.clock(now))
+    }
+
+    /// [`ConnTable::insert`] with the inbound tuple's hash and the clock already read.
+    pub fn insert_hashed(
+        &self,
+        n: &NewConn,
+        hin: u64,
+        laddrs: &[Addr],
+        tcp_flags: u8,
+        now_ns: u64,
+    ) -> Result<Conn, InsertError> {
         let tin = Tuple {
             proto: n.proto,
             src: n.caddr,
@@ -333,19 +441,60 @@ impl ConnTable {
             dst: n.vaddr,
             dport: n.vport,
         };
-        let si = self.shard_of(&n.caddr, n.cport);
+        let si = self.shard_of_hash(hin);
         let mut sh = self.lock(si);
-        if let Some(slot) = self.find(&sh, Dir::In, &tin)
-            && let Some(c) = sh.slab[slot as usize].filter(|c| c.expires > now_ns)
-        {
+        // Templates of entries this insert removes are released once the shard is unlocked.
+        let mut released = [None, None];
+        let r = self.insert_locked(&mut sh, si, n, &tin, hin, laddrs, tcp_flags, now_ns, &mut released);
+        drop(sh);
+        for k in released {
+            self.release_template(k);
+        }
+        let (c, created) = r?;
+        if !created {
             return Ok(c);
+        }
+        let ctr = self.counters.get(c.dest_id);
+        if c.active() { &ctr.active } else { &ctr.inactive }.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = n.persist_prefix {
+            let key = (n.proto, n.caddr.masked(p), n.vaddr, n.vport);
+            let mut ts = self.lock(self.template_shard(&key));
+            if let Some(t) = ts.templates.get_mut(&key) {
+                t.controls += 1;
+                t.expires = t.expires.max(now_ns + t.timeout.as_nanos() as u64);
+            }
+        }
+        Ok(c)
+    }
+
+    /// The body of [`ConnTable::insert_hashed`], with shard `si` locked: the connection, and
+    /// whether it is new (false: another worker created it first).
+    #[allow(clippy::too_many_arguments)]
+    fn insert_locked(
+        &self,
+        sh: &mut Shard,
+        si: usize,
+        n: &NewConn,
+        tin: &Tuple,
+        hin: u64,
+        laddrs: &[Addr],
+        tcp_flags: u8,
+        now_ns: u64,
+        released: &mut [Option<TemplateKey>; 2],
+    ) -> Result<(Conn, bool), InsertError> {
+        // An expired entry for the same tuple that no sweep has removed yet goes now: left in the
+        // index, it would be found before the new one.
+        if let Some(slot) = self.find(sh, Dir::In, tin, hin) {
+            match sh.slab[slot as usize] {
+                Some(c) if c.expires > now_ns => return Ok((c, false)),
+                _ => released[0] = self.unlink(sh, slot),
+            }
         }
         if sh.len >= self.per_shard {
             return Err(InsertError::Full);
         }
         let (laddr, lport) = if n.method == Method::FullNat {
-            self.take_lport(&mut sh, si, n, laddrs)
-                .ok_or(InsertError::LaddrExhausted)?
+            self.take_lport(sh, si, n, laddrs).ok_or(InsertError::LaddrExhausted)?
         } else {
             (Addr::UNSPECIFIED, 0)
         };
@@ -372,16 +521,16 @@ impl ConnTable {
         if c.proto == Proto::Tcp {
             c.state = c.state.next(c.way(Dir::In), tcp_flags);
         }
-        c.expires = now_ns + c.state.timeout(&self.timeouts).as_nanos() as u64;
-        let mut replaced = None;
+        c.expires = now_ns + self.ttl(c.state);
+        // Without FULLNAT the outbound key is the client endpoint too: the same hash.
         if n.method != Method::FullNat
-            && let Some(old) = self.find(&sh, Dir::Out, &c.out_tuple())
+            && let Some(old) = self.find(sh, Dir::Out, &c.out_tuple(), hin)
             && let Some(o) = sh.slab[old as usize]
         {
             if o.expires > now_ns && o.active() {
                 return Err(InsertError::Conflict);
             }
-            replaced = Some(self.unlink(&mut sh, old));
+            released[1] = self.unlink(sh, old);
         }
         let slot = match sh.free.pop() {
             Some(s) => {
@@ -399,32 +548,28 @@ impl ConnTable {
                 (sh.slab.len() - 1) as u32
             }
         };
-        let (hin, hout) = (self.key_hash(&tin), self.key_hash(&c.out_tuple()));
-        let Shard { index, slab, .. } = &mut *sh;
-        let rehash = |e: &u32| {
-            let c = slab[(e & !OUT_BIT) as usize]
-                .as_ref()
-                .map(|c| if e & OUT_BIT != 0 { c.out_tuple() } else { c.in_tuple() });
-            c.map(|t| self.key_hash(&t)).unwrap_or(0)
+        let hout = if n.method == Method::FullNat {
+            self.key_hash(&c, Dir::Out)
+        } else {
+            hin
         };
-        index.insert_unique(hin, slot, rehash);
-        index.insert_unique(hout, slot | OUT_BIT, rehash);
+        let Shard { index, slab, .. } = sh;
+        let rehash = |e: u32| {
+            let dir = if e & OUT_BIT != 0 { Dir::Out } else { Dir::In };
+            slab[(e & !OUT_BIT) as usize]
+                .as_ref()
+                .map_or(0, |c| self.key_hash(c, dir))
+        };
+        index.insert(hin, slot, rehash);
+        index.insert(hout, slot | OUT_BIT, rehash);
+        let (p, m) = index.layout();
+        let cell = &self.shards[si];
+        if cell.buckets.load(Ordering::Relaxed).cast_const() != p {
+            cell.buckets.store(p.cast_mut(), Ordering::Relaxed);
+            cell.bucket_mask.store(m, Ordering::Relaxed);
+        }
         sh.len += 1;
-        drop(sh);
-        if let Some(tpl) = replaced {
-            self.release_template(tpl);
-        }
-        let ctr = self.counters.get(c.dest_id);
-        if c.active() { &ctr.active } else { &ctr.inactive }.fetch_add(1, Ordering::Relaxed);
-        if let Some(p) = n.persist_prefix {
-            let key = (n.proto, n.caddr.masked(p), n.vaddr, n.vport);
-            let mut ts = self.lock(self.template_shard(&key));
-            if let Some(t) = ts.templates.get_mut(&key) {
-                t.controls += 1;
-                t.expires = t.expires.max(now_ns + t.timeout.as_nanos() as u64);
-            }
-        }
-        Ok(c)
+        Ok((c, true))
     }
 
     /// Pops a free local port of shard `si`, trying the local addresses from one picked by the
@@ -453,11 +598,8 @@ impl ConnTable {
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
     fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
         let c = sh.slab[slot as usize].take()?;
-        for (t, e) in [(c.in_tuple(), slot), (c.out_tuple(), slot | OUT_BIT)] {
-            if let Ok(o) = sh.index.find_entry(self.key_hash(&t), |&x| x == e) {
-                o.remove();
-            }
-        }
+        sh.index.remove(self.key_hash(&c, Dir::In), slot);
+        sh.index.remove(self.key_hash(&c, Dir::Out), slot | OUT_BIT);
         sh.free.push(slot);
         sh.len -= 1;
         if c.method == Method::FullNat
@@ -485,8 +627,9 @@ impl ConnTable {
 
     /// Removes the connection a packet belongs to.
     pub fn remove(&self, dir: Dir, t: &Tuple) -> Option<Conn> {
-        let mut sh = self.lock(self.shard_for(dir, t));
-        let slot = self.find(&sh, dir, t)?;
+        let h = self.hash(dir, t);
+        let mut sh = self.lock(self.shard_of_hash(h));
+        let slot = self.find(&sh, dir, t, h)?;
         let c = sh.slab[slot as usize]?;
         let tpl = self.unlink(&mut sh, slot);
         drop(sh);
@@ -504,7 +647,7 @@ impl ConnTable {
         now: Instant,
     ) -> Option<(u32, Addr, u16)> {
         let key = (proto, caddr_masked, vaddr, vport);
-        let now_ns = self.ns(now);
+        let now_ns = self.clock(now);
         let mut ts = self.lock(self.template_shard(&key));
         let t = *ts.templates.get(&key)?;
         if t.expires <= now_ns && t.controls == 0 {
@@ -529,7 +672,7 @@ impl ConnTable {
         now: Instant,
     ) {
         let key = (proto, caddr_masked, vaddr, vport);
-        let expires = self.ns(now) + timeout.as_nanos() as u64;
+        let expires = self.clock(now) + timeout.as_nanos() as u64;
         let mut ts = self.lock(self.template_shard(&key));
         let controls = ts.templates.get(&key).map(|t| t.controls).unwrap_or(0);
         ts.templates.insert(
@@ -548,7 +691,7 @@ impl ConnTable {
     /// Sweeps at most `budget` slots for expired connections, continuing where the last sweep
     /// stopped; returns how many expired. Workers call it between batches.
     pub fn expire(&self, now: Instant, budget: usize) -> usize {
-        let now_ns = self.ns(now);
+        let now_ns = self.clock(now);
         let pos = self.cursor.fetch_add(budget, Ordering::Relaxed);
         // The cursor walks shard by shard; each shard's slab is scanned in budget-sized steps.
         let si = (pos / STRIDE) & self.mask;
@@ -584,7 +727,7 @@ impl ConnTable {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|s| s.len).unwrap_or(0)).sum()
+        (0..self.shards.len()).map(|i| self.lock(i).len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -594,7 +737,7 @@ impl ConnTable {
     /// Up to `limit` live connections with the time each has left, shard by shard (each shard
     /// locked briefly), for `xvs ctl -c`.
     pub fn entries(&self, limit: usize, now: Instant) -> Vec<(Conn, Duration)> {
-        let now_ns = self.ns(now);
+        let now_ns = self.clock(now);
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
             let sh = self.lock(i);
@@ -617,9 +760,9 @@ impl ConnTable {
         self.shards
             .iter()
             .map(|s| {
-                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                let s = s.shard.lock().unwrap_or_else(|p| p.into_inner());
                 s.slab.capacity() * size_of::<Option<Conn>>()
-                    + s.index.capacity() * (size_of::<u32>() + 1)
+                    + s.index.memory_bytes()
                     + s.free.capacity() * 4
                     + s.ports.values().map(|v| v.capacity() * 2 + 64).sum::<usize>()
                     + s.templates.capacity() * (size_of::<TemplateKey>() + size_of::<Template>() + 1)
@@ -630,9 +773,9 @@ impl ConnTable {
 
     /// Every live connection with its time left, one shard lock at a time (for `ipvsadm -L -c`).
     pub fn for_each(&self, now: Instant, mut f: impl FnMut(&Conn, Duration)) {
-        let now_ns = self.ns(now);
+        let now_ns = self.clock(now);
         for s in self.shards.iter() {
-            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let s = s.shard.lock().unwrap_or_else(|p| p.into_inner());
             for c in s.slab.iter().flatten().filter(|c| c.expires > now_ns) {
                 f(c, Duration::from_nanos(c.expires - now_ns));
             }

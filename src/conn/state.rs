@@ -94,6 +94,23 @@ impl TcpState {
         t[row][self as usize]
     }
 
+    pub const COUNT: usize = 12;
+    /// Every state, in `as usize` order.
+    pub const ALL: [TcpState; TcpState::COUNT] = [
+        TcpState::None,
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::SynAck,
+        TcpState::Udp,
+    ];
+
     /// How long a connection stays in this state without traffic.
     pub fn timeout(self, t: &Timeouts) -> Duration {
         match self {

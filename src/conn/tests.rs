@@ -314,16 +314,16 @@ mod prop {
                     Op::Expire(b) => { t.expire(now, usize::from(b)); }
                 }
                 let (mut active, mut inactive, mut live) = (0, 0, 0);
-                for s in t.shards.iter() {
-                    let s = s.lock().unwrap();
+                for i in 0..t.shards.len() {
+                    let s = t.lock(i);
                     let n = s.slab.iter().flatten().count();
                     prop_assert_eq!(n, s.len);
                     prop_assert_eq!(s.index.len(), 2 * n);
-                    for &e in s.index.iter() {
-                        let c = s.slab[(e & !OUT_BIT) as usize].expect("index points at a live slot");
-                        let (tu, ok) = if e & OUT_BIT != 0 { (c.out_tuple(), true) } else { (c.in_tuple(), false) };
-                        let matches = if ok { c.out_matches(&tu) } else { c.in_matches(&tu) };
-                        prop_assert!(matches);
+                    // Both keys of every live connection find its slot.
+                    for (slot, c) in s.slab.iter().enumerate().filter_map(|(i, c)| Some((i as u32, (*c)?))) {
+                        let (ti, to) = (c.in_tuple(), c.out_tuple());
+                        prop_assert_eq!(t.find(&s, Dir::In, &ti, t.hash(Dir::In, &ti)), Some(slot));
+                        prop_assert_eq!(t.find(&s, Dir::Out, &to, t.hash(Dir::Out, &to)), Some(slot));
                     }
                     for c in s.slab.iter().flatten() {
                         live += 1;
@@ -387,4 +387,63 @@ fn same_server_tuple_through_two_services_replaces_a_closing_connection_and_refu
     t.lookup(Dir::Out, &tout(&c2), FIN | ACK, now).unwrap();
     assert!(t.insert(&first, &[], SYN, now).is_ok());
     assert_eq!(t.lookup(Dir::Out, &tout(&c1), SYN | ACK, now).unwrap().vport, 80);
+}
+
+#[test]
+fn a_reused_tuple_replaces_its_expired_entry_before_any_sweep() {
+    let (t, ctr) = table(1 << 10, 4);
+    let now = Instant::now();
+    let n = new(Method::Nat, Proto::Tcp, 4000);
+    t.insert(&n, &[], SYN, now).unwrap();
+    // SYN_RECV times out after 60 s; no sweep runs, and the client opens the tuple again.
+    let later = now + Duration::from_secs(61);
+    let c = t.insert(&n, &[], SYN, later).unwrap();
+    assert_eq!(t.len(), 1);
+    // The new connection's packets find it, both ways, and are not taken for the expired one.
+    let got = t.lookup(Dir::In, &tin(&n), ACK, later).expect("the new connection");
+    assert_eq!(
+        (got.state, got.daddr, got.dport),
+        (TcpState::Established, c.daddr, c.dport)
+    );
+    assert!(t.lookup(Dir::Out, &tout(&c), ACK, later).is_some());
+    assert_eq!((ctr.get(1).active(), ctr.get(1).inactive()), (1, 0));
+}
+
+#[test]
+fn batch_prefetch_hints_are_harmless_for_any_hash() {
+    let (t, _) = table(1 << 10, 4);
+    let now = Instant::now();
+    let n = new(Method::Nat, Proto::Tcp, 4000);
+    t.insert(&n, &[], SYN, now).unwrap();
+    for h in [0, 1, u64::MAX, t.hash(Dir::In, &tin(&n)), 0xdead_beef_dead_beef] {
+        t.prefetch(h);
+        t.prefetch_entry(Dir::In, h);
+        t.prefetch_entry(Dir::Out, h);
+    }
+    assert!(t.lookup(Dir::In, &tin(&n), ACK, now).is_some());
+}
+
+#[test]
+fn a_large_shard_asks_for_entry_prefetches_and_still_finds_every_connection() {
+    let (t, _) = table(1 << 16, 1);
+    let now = Instant::now();
+    let conns: Vec<NewConn> = (0..8000u16)
+        .map(|i| NewConn {
+            caddr: a(&format!("198.19.{}.{}", i >> 8, i & 0xff)),
+            ..new(Method::Nat, Proto::Tcp, 1024 + i)
+        })
+        .collect();
+    let small = t.prefetch(t.hash(Dir::In, &tin(&conns[0])));
+    for n in &conns {
+        t.insert(n, &[], SYN, now).unwrap();
+    }
+    assert!(!small, "a new table is small");
+    for n in &conns {
+        let h = t.hash(Dir::In, &tin(n));
+        assert!(t.prefetch(h), "8000 connections in one shard are deep");
+        t.prefetch_entry(Dir::In, h);
+        let c = t.lookup_hashed(Dir::In, &tin(n), h, ACK, t.clock(now)).expect("found");
+        assert_eq!((c.caddr, c.cport), (n.caddr, n.cport));
+        assert!(t.lookup(Dir::Out, &tout(&c), ACK, now).is_some());
+    }
 }

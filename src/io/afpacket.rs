@@ -234,6 +234,11 @@ impl PacketBackend {
             total += n;
             c.rx += n as u64;
             for i in 0..n {
+                if let Some(f) = self.bufs[i].get(HEADROOM..HEADROOM + self.lens[i]) {
+                    p.look_ahead(f, s as u16);
+                }
+            }
+            for i in 0..n {
                 let mut frame = Frame::new(&mut self.bufs[i][..], HEADROOM, self.lens[i]);
                 let v = p.process(&mut frame, s as u16, now);
                 let (start, len) = (frame.start, frame.len);

@@ -219,6 +219,11 @@ impl XskBackend {
             total += r;
             c.rx += r as u64;
             let in_port = self.socks[s].port;
+            for desc in &self.rxbuf[..r] {
+                // SAFETY: as in `process_one`: the frame is ours until it goes to a TX or fill ring.
+                let data = unsafe { self.umem.data(desc) };
+                proc_.look_ahead(data.contents(), in_port);
+            }
             for i in 0..r {
                 let mut desc = self.rxbuf[i];
                 let out = self.process_one(&mut desc, in_port, s, proc_, c, now);
