@@ -12,7 +12,7 @@ pub mod tun;
 
 use crate::service::Hop;
 use crate::types::Addr;
-use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, tcp, udp};
+use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6};
 
 /// What the pipeline learnt about a TCP or UDP packet while validating it. Offsets are from the
 /// start of the frame.
@@ -43,20 +43,26 @@ pub fn set_l2(frame: &mut [u8], hop: &Hop) {
 
 /// Rewrites the source and/or destination endpoint of a TCP or UDP packet, decrementing the TTL
 /// (the caller has checked it is > 1) and updating checksums incrementally (RFC 1624).
+///
+/// Every changed word goes into one ones-complement delta (`~old + new`, eqn. 3): the address
+/// part is shared by the IPv4 header checksum and the L4 checksum (whose pseudo header covers
+/// the addresses), the ports are added for L4 only, the TTL for the header only; each checksum is
+/// folded once.
 pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Option<(Addr, u16)>) {
-    // Fold every change into one delta for the L4 checksum: old words out, new words in.
-    let mut l4_csum = l4_checksum(frame, p);
-    let udp_zero = p.proto == ip_proto::UDP && l4_csum == 0 && !p.v6;
+    let mut addrs = 0u32;
+    let mut ports = 0u32;
     if let Some((a, port)) = src {
-        l4_csum = checksum::update(l4_csum, addr_bytes(&p.src, p.v6), addr_bytes(&a, p.v6));
-        l4_csum = checksum::update16(l4_csum, p.sport, port);
+        addrs += addr_delta(&p.src, &a, p.v6);
+        ports += u32::from(!p.sport) + u32::from(port);
     }
     if let Some((a, port)) = dst {
-        l4_csum = checksum::update(l4_csum, addr_bytes(&p.dst, p.v6), addr_bytes(&a, p.v6));
-        l4_csum = checksum::update16(l4_csum, p.dport, port);
+        addrs += addr_delta(&p.dst, &a, p.v6);
+        ports += u32::from(!p.dport) + u32::from(port);
     }
+    let (l3, seg) = frame[..p.end].split_at_mut(p.l4);
+    let l3 = &mut l3[p.l3..];
     if p.v6 {
-        let mut ip = ipv6::Packet::new_unchecked(&mut frame[p.l3..p.end]);
+        let mut ip = ipv6::Packet::new_unchecked(l3);
         if let Some((a, _)) = src {
             ip.set_src_addr(a.to_ip6());
         }
@@ -65,61 +71,60 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
         }
         ip.set_hop_limit(p.ttl - 1);
     } else {
-        let mut ip = ipv4::Packet::new_unchecked(&mut frame[p.l3..p.end]);
-        // The header checksum follows incrementally too: TTL shares a word with the protocol.
-        let proto = u16::from(p.proto);
-        let mut hc = checksum::update16(
-            ip.checksum(),
-            u16::from(p.ttl) << 8 | proto,
-            u16::from(p.ttl - 1) << 8 | proto,
-        );
+        let mut ip = ipv4::Packet::new_unchecked(l3);
+        // TTL shares a word with the protocol: the word goes down by 0x0100.
+        let ttl = u32::from(!(u16::from(p.ttl) << 8)) + u32::from(u16::from(p.ttl - 1) << 8);
+        ip.set_checksum(checksum::finish(u32::from(!ip.checksum()) + ttl + addrs));
         if let Some((a, _)) = src {
-            hc = checksum::update(hc, addr_bytes(&p.src, false), addr_bytes(&a, false));
             ip.set_src_addr(a.to_ip4());
         }
         if let Some((a, _)) = dst {
-            hc = checksum::update(hc, addr_bytes(&p.dst, false), addr_bytes(&a, false));
             ip.set_dst_addr(a.to_ip4());
         }
         ip.set_ttl(p.ttl - 1);
-        ip.set_checksum(hc);
     }
-    let seg = &mut frame[p.l4..p.end];
-    if p.proto == ip_proto::TCP {
-        let mut t = tcp::Packet::new_unchecked(seg);
-        if let Some((_, port)) = src {
-            t.set_src_port(port);
-        }
-        if let Some((_, port)) = dst {
-            t.set_dst_port(port);
-        }
-        t.set_checksum(l4_csum);
+    // Both TCP and UDP keep their ports in the first four bytes; the checksum is at 16 or 6.
+    let at = if p.proto == ip_proto::TCP { 16 } else { 6 };
+    let old = u16::from_be_bytes([seg[at], seg[at + 1]]);
+    let new = checksum::finish(u32::from(!old) + addrs + ports);
+    let new = if p.proto == ip_proto::TCP {
+        new
+    } else if old == 0 && !p.v6 {
+        // IPv4 UDP without a checksum stays without one.
+        0
+    } else if new == 0 {
+        // A computed 0 is sent as all ones (RFC 768).
+        0xffff
     } else {
-        let mut u = udp::Packet::new_unchecked(seg);
-        if let Some((_, port)) = src {
-            u.set_src_port(port);
-        }
-        if let Some((_, port)) = dst {
-            u.set_dst_port(port);
-        }
-        // IPv4 UDP without a checksum stays without one; a computed 0 is sent as all ones.
-        u.set_checksum(if udp_zero {
-            0
-        } else if l4_csum == 0 {
-            0xffff
-        } else {
-            l4_csum
-        });
+        new
+    };
+    seg[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    if let Some((_, port)) = src {
+        seg[0..2].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((_, port)) = dst {
+        seg[2..4].copy_from_slice(&port.to_be_bytes());
     }
 }
 
+/// `~old + new` summed over the 16-bit words of an address (4 bytes for IPv4, 16 for IPv6), not
+/// folded: at most 16 words of 0xffff, far from overflowing a `u32`.
 #[inline]
-fn l4_checksum(frame: &[u8], p: &Parsed) -> u16 {
-    let seg = &frame[p.l4..p.end];
-    if p.proto == ip_proto::TCP {
-        tcp::Packet::new_unchecked(seg).checksum()
+fn addr_delta(old: &Addr, new: &Addr, v6: bool) -> u32 {
+    // ~w = 0xffff - w for every word of the old address.
+    if v6 {
+        let words = |a: &Addr| -> u32 {
+            a.0.chunks_exact(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum()
+        };
+        8 * 0xffff - words(old) + words(new)
     } else {
-        udp::Packet::new_unchecked(seg).checksum()
+        let words = |a: &Addr| {
+            let x = u32::from_be_bytes([a.0[12], a.0[13], a.0[14], a.0[15]]);
+            (x >> 16) + (x & 0xffff)
+        };
+        2 * 0xffff - words(old) + words(new)
     }
 }
 
