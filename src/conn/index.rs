@@ -2,26 +2,30 @@
 //! lookup needs first has an address computable from the hash alone, and can be prefetched for a
 //! whole batch of packets before any of them is looked up (what `hashbrown` does not expose).
 //!
-//! Each 64-byte bucket holds seven entries, a 32-bit tag from the hash beside a 32-bit value (the
+//! Each 64-byte bucket holds ten entries, a 16-bit tag from the hash beside a 32-bit value (the
 //! slab slot), and an overflow count: how many entries whose probe passed this bucket live
-//! further on (as in folly's F14). A lookup stops at the first bucket with no overflow, so a miss
-//! costs one line in the common case, and a removal needs no tombstones: it takes its entry out
-//! and lowers the counts on its probe path. The table doubles at six entries per bucket.
+//! further on (as in folly's F14). The ten tags are compared at once, a lookup stops at the first
+//! bucket with no overflow, so a miss costs one line in the common case, and a removal needs no
+//! tombstones: it takes its entry out and lowers the counts on its probe path. The table doubles
+//! at eight entries per bucket.
 
 /// Entries per bucket.
-const WAYS: usize = 7;
-/// Average entries per bucket before the index doubles (6 of 7: probes stay short).
-const MAX_LOAD: usize = 6;
+const WAYS: usize = 10;
+/// Average entries per bucket before the index doubles (8 of 10: probes stay short).
+const MAX_LOAD: usize = 8;
 /// Buckets of a new index.
 const MIN_BUCKETS: usize = 8;
+
+const _: () = assert!(size_of::<Bucket>() == 64);
 
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
 pub(super) struct Bucket {
-    overflow: u32,
-    _pad: u32,
-    /// `tag << 32 | value`, or 0 when free (a tag is never 0).
-    entries: [u64; WAYS],
+    /// 0 when the way is free (a tag is never 0).
+    tags: [u16; WAYS],
+    overflow: u16,
+    _pad: u16,
+    values: [u32; WAYS],
 }
 
 pub(super) struct Index {
@@ -36,14 +40,45 @@ impl Default for Index {
     }
 }
 
-/// The high half of an entry: 32 bits of the hash, mixed so that they do not repeat the bits
-/// that chose the shard or the bucket; bit 0 set so that no tag is 0.
+/// 16 bits of the hash, mixed so that they do not repeat the bits that chose the shard or the
+/// bucket; bit 0 set so that no tag is 0.
 #[inline]
-fn tag(h: u64) -> u64 {
-    ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) | 1) << 32
+fn tag(h: u64) -> u16 {
+    ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u16) | 1
 }
 
-const TAG: u64 = 0xffff_ffff_0000_0000;
+/// Way masks hold two bits per way (as SSE2's byte mask of 16-bit lanes gives them): way `i` is
+/// bits `2i` and `2i + 1`.
+#[inline]
+fn first_way(m: u32) -> usize {
+    ((m.trailing_zeros() / 2) as usize).min(WAYS - 1)
+}
+
+#[inline]
+fn without_first(m: u32) -> u32 {
+    m & !(3 << (m.trailing_zeros() & !1))
+}
+
+impl Bucket {
+    /// The ways that hold tag `t` (a way mask).
+    #[inline]
+    fn matching(&self, t: u16) -> u32 {
+        let tail = (u32::from(self.tags[8] == t) * 0x3_0000) | (u32::from(self.tags[9] == t) * 0xc_0000);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `tags` is 20 bytes, of which the first 16 are read; SSE2 is part of x86_64.
+        let head = unsafe {
+            use std::arch::x86_64::{__m128i, _mm_cmpeq_epi16, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi16};
+            let v = _mm_loadu_si128(self.tags.as_ptr().cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi16(v, _mm_set1_epi16(t as i16))) as u32
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let head = self.tags[..8]
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (i, &x)| m | u32::from(x == t) * (3 << (2 * i)));
+        head | tail
+    }
+}
 
 impl Index {
     fn with_buckets(n: usize) -> Index {
@@ -68,14 +103,17 @@ impl Index {
     /// The first value stored under hash `h` that `eq` accepts.
     #[inline]
     pub fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
-        let tag = tag(h);
+        let t = tag(h);
         let mut b = self.home(h);
         for _ in 0..=self.mask {
             let bk = &self.buckets[b];
-            for &e in &bk.entries {
-                if e & TAG == tag && eq(e as u32) {
-                    return Some(e as u32);
+            let mut m = bk.matching(t);
+            while m != 0 {
+                let v = bk.values[first_way(m)];
+                if eq(v) {
+                    return Some(v);
                 }
+                m = without_first(m);
             }
             if bk.overflow == 0 {
                 return None;
@@ -85,57 +123,69 @@ impl Index {
         None
     }
 
-    /// Adds `v` under hash `h`; `rehash` gives the hash of a stored value when the index grows.
-    pub fn insert(&mut self, h: u64, v: u32, rehash: impl Fn(u32) -> u64) {
-        if self.len >= self.buckets.len() * MAX_LOAD {
-            self.grow(rehash);
+    /// Makes room for `n` more entries: when they would pass the load limit, the index doubles
+    /// and `entries` (every stored entry, with its hash) is placed again. The caller walks its
+    /// slab in order for them, rather than the index reading the slab at random.
+    pub fn reserve<I: IntoIterator<Item = (u64, u32)>>(&mut self, n: usize, entries: impl FnOnce() -> I) {
+        if self.len + n > self.buckets.len() * MAX_LOAD {
+            let mut new = Index::with_buckets((self.len + n).div_ceil(MAX_LOAD).max(self.buckets.len() * 2));
+            for (h, v) in entries() {
+                new.place(h, v);
+            }
+            debug_assert_eq!(new.len, self.len, "every entry placed again");
+            *self = new;
         }
+    }
+
+    /// Adds `v` under hash `h`, in room made by [`Index::reserve`].
+    pub fn insert(&mut self, h: u64, v: u32) {
+        debug_assert!(self.len < self.buckets.len() * MAX_LOAD, "reserve first");
         self.place(h, v);
     }
 
-    /// Stores an entry in the first free way on its probe path; the load limit keeps one free.
+    /// Stores an entry in the first free way on its probe path (the load limit keeps ways free).
     fn place(&mut self, h: u64, v: u32) {
-        let e = tag(h) | u64::from(v);
+        let t = tag(h);
         let mut b = self.home(h);
-        loop {
+        for _ in 0..=self.mask {
             let bk = &mut self.buckets[b];
-            if let Some(x) = bk.entries.iter_mut().find(|x| **x == 0) {
-                *x = e;
+            let free = bk.matching(0);
+            if free != 0 {
+                let i = first_way(free);
+                bk.tags[i] = t;
+                bk.values[i] = v;
                 self.len += 1;
                 return;
             }
             bk.overflow += 1;
             b = (b + 1) & self.mask;
         }
-    }
-
-    fn grow(&mut self, rehash: impl Fn(u32) -> u64) {
-        let mut new = Index::with_buckets(self.buckets.len() * 2);
-        for bk in &self.buckets {
-            for &e in bk.entries.iter().filter(|&&e| e != 0) {
-                new.place(rehash(e as u32), e as u32);
-            }
-        }
-        *self = new;
+        unreachable!("an index below its load limit has a free way");
     }
 
     /// Removes value `v` stored under hash `h`; false when it is not there.
     pub fn remove(&mut self, h: u64, v: u32) -> bool {
-        let e = tag(h) | u64::from(v);
+        let t = tag(h);
         let home = self.home(h);
         let mut b = home;
         for _ in 0..=self.mask {
-            if let Some(x) = self.buckets[b].entries.iter_mut().find(|x| **x == e) {
-                *x = 0;
-                self.len -= 1;
-                let mut k = home;
-                while k != b {
-                    self.buckets[k].overflow -= 1;
-                    k = (k + 1) & self.mask;
+            let bk = &mut self.buckets[b];
+            let mut m = bk.matching(t);
+            while m != 0 {
+                let i = first_way(m);
+                if bk.values[i] == v {
+                    bk.tags[i] = 0;
+                    self.len -= 1;
+                    let mut k = home;
+                    while k != b {
+                        self.buckets[k].overflow -= 1;
+                        k = (k + 1) & self.mask;
+                    }
+                    return true;
                 }
-                return true;
+                m = without_first(m);
             }
-            if self.buckets[b].overflow == 0 {
+            if bk.overflow == 0 {
                 return false;
             }
             b = (b + 1) & self.mask;
@@ -177,12 +227,23 @@ mod tests {
         u64::from(v % 5).wrapping_mul(0x1234_5678_9abc_def1) ^ u64::from(v) << 40
     }
 
+    /// Inserts as the connection table does: room first, from every value stored so far.
+    fn add(ix: &mut Index, live: &HashMap<u32, bool>, h: impl Fn(u32) -> u64, v: u32) {
+        ix.reserve(1, || {
+            live.iter()
+                .filter(|e| *e.1)
+                .map(|(&v, _)| (h(v), v))
+                .collect::<Vec<_>>()
+        });
+        ix.insert(h(v), v);
+    }
+
     #[test]
     fn insert_find_remove_with_overflow_and_growth() {
         let mut ix = Index::default();
         let mut live: HashMap<u32, bool> = HashMap::new();
         for v in 0..5000u32 {
-            ix.insert(crowded(v), v, crowded);
+            add(&mut ix, &live, crowded, v);
             live.insert(v, true);
         }
         for v in (0..5000u32).step_by(3) {
@@ -202,15 +263,17 @@ mod tests {
         assert!(
             ix.buckets
                 .iter()
-                .all(|b| b.overflow == 0 && b.entries.iter().all(|&e| e == 0))
+                .all(|b| b.overflow == 0 && b.tags.iter().all(|&t| t == 0))
         );
     }
 
     #[test]
     fn equal_hashes_are_told_apart_by_the_predicate() {
         let mut ix = Index::default();
+        let mut live = HashMap::new();
         for v in 0..100u32 {
-            ix.insert(42, v, |_| 42);
+            add(&mut ix, &live, |_| 42, v);
+            live.insert(v, true);
         }
         for v in 0..100u32 {
             assert_eq!(ix.find(42, |x| x == v), Some(v));
@@ -220,15 +283,39 @@ mod tests {
     }
 
     #[test]
+    fn every_way_is_matched_and_freed() {
+        let mut b = Bucket::default();
+        assert_eq!(b.matching(0), 0xf_ffff, "all ten ways free");
+        for i in 0..WAYS {
+            b.tags[i] = 7;
+            let m = b.matching(7);
+            assert_eq!(first_way(m), 0);
+            let mut ways = vec![];
+            let mut m = m;
+            while m != 0 {
+                ways.push(first_way(m));
+                m = without_first(m);
+            }
+            assert_eq!(ways, (0..=i).collect::<Vec<_>>());
+            assert_eq!(b.matching(0).count_ones() as usize, 2 * (WAYS - 1 - i));
+        }
+    }
+
+    #[test]
     fn grows_at_the_load_limit() {
         let mut ix = Index::default();
+        let mut live = HashMap::new();
         let h = |v: u32| u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for v in 0..(MIN_BUCKETS * MAX_LOAD) as u32 {
-            ix.insert(h(v), v, h);
+            add(&mut ix, &live, h, v);
+            live.insert(v, true);
         }
         assert_eq!(ix.buckets.len(), MIN_BUCKETS);
-        ix.insert(h(1000), 1000, h);
+        add(&mut ix, &live, h, 1000);
         assert_eq!(ix.buckets.len(), MIN_BUCKETS * 2);
+        for v in (0..(MIN_BUCKETS * MAX_LOAD) as u32).chain([1000]) {
+            assert_eq!(ix.find(h(v), |x| x == v), Some(v));
+        }
         assert_eq!(ix.memory_bytes(), MIN_BUCKETS * 2 * 64);
     }
 }

@@ -554,14 +554,22 @@ impl ConnTable {
             hin
         };
         let Shard { index, slab, .. } = sh;
-        let rehash = |e: u32| {
-            let dir = if e & OUT_BIT != 0 { Dir::Out } else { Dir::In };
-            slab[(e & !OUT_BIT) as usize]
-                .as_ref()
-                .map_or(0, |c| self.key_hash(c, dir))
-        };
-        index.insert(hin, slot, rehash);
-        index.insert(hout, slot | OUT_BIT, rehash);
+        // Growing places every other connection's two keys again, walking the slab in order.
+        index.reserve(2, || {
+            slab.iter()
+                .enumerate()
+                .filter(|&(s, _)| s != slot as usize)
+                .flat_map(|(s, c)| {
+                    c.iter().flat_map(move |c| {
+                        [
+                            (self.key_hash(c, Dir::In), s as u32),
+                            (self.key_hash(c, Dir::Out), s as u32 | OUT_BIT),
+                        ]
+                    })
+                })
+        });
+        index.insert(hin, slot);
+        index.insert(hout, slot | OUT_BIT);
         let (p, m) = index.layout();
         let cell = &self.shards[si];
         if cell.buckets.load(Ordering::Relaxed).cast_const() != p {
