@@ -107,7 +107,7 @@ impl Bench {
         for f in frames.take(BATCH) {
             let b = &mut self.bufs[n][HEADROOM..HEADROOM + f.len()];
             b.copy_from_slice(f);
-            self.d.pipeline.look_ahead(b, 0);
+            self.d.pipeline.look_ahead(b);
             lens[n] = f.len();
             n += 1;
         }

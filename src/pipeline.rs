@@ -199,7 +199,7 @@ impl Pipeline {
     /// batch, in order, then [`Pipeline::process`] for each in the same order, so that the cache
     /// misses of a whole batch are in flight together. Once every frame is looked at, the first
     /// `process` call prefetches the connection entries the buckets point to.
-    pub fn look_ahead(&mut self, frame: &[u8], in_port: u16) {
+    pub fn look_ahead(&mut self, frame: &[u8]) {
         if self.next_ahead > 0 {
             // A new batch: whatever is left of the last one (not processed) is stale.
             self.ahead.clear();
@@ -208,7 +208,7 @@ impl Pipeline {
         if self.ahead.len() >= AHEAD_MAX {
             return;
         }
-        let class = self.classify(frame, in_port).unwrap_or_else(Class::Done);
+        let class = self.classify(frame).unwrap_or_else(Class::Done);
         let deep = match class {
             // A SYN to a service nearly always opens a connection: there is no entry to load.
             Class::In { h, p, .. } if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {
@@ -237,7 +237,7 @@ impl Pipeline {
                 self.next_ahead += 1;
                 Ok(self.ahead[self.next_ahead - 1].class)
             }
-            _ => self.classify(frame.bytes(), in_port),
+            _ => self.classify(frame.bytes()),
         };
         let v = match class.and_then(|c| self.act(frame, c, in_port, now)) {
             Ok(v) | Err(v) => v,
@@ -302,7 +302,7 @@ impl Pipeline {
         }
     }
 
-    fn classify(&self, b: &[u8], in_port: u16) -> Step<Class> {
+    fn classify(&self, b: &[u8]) -> Step<Class> {
         let (l3, etype) = {
             let eth = ethernet::Frame::new_checked(b).map_err(|_| drop(DropReason::EthMalformed))?;
             // VLAN-tagged service traffic is not served yet: the kernel keeps tagged frames.
@@ -312,13 +312,13 @@ impl Pipeline {
             (eth.header_len(), eth.ethertype())
         };
         match etype {
-            ethertype::IPV4 => self.ipv4(b, l3, in_port),
-            ethertype::IPV6 => self.ipv6(b, l3, in_port),
+            ethertype::IPV4 => self.ipv4(b, l3),
+            ethertype::IPV6 => self.ipv6(b, l3),
             _ => Ok(Class::Done(Verdict::PassToKernel)),
         }
     }
 
-    fn ipv4(&self, b: &[u8], l3: usize, _in_port: u16) -> Step<Class> {
+    fn ipv4(&self, b: &[u8], l3: usize) -> Step<Class> {
         let ip = ipv4::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv4Malformed))?;
         if !ip.verify_checksum() {
             return Err(drop(DropReason::Ipv4Checksum));
@@ -370,7 +370,7 @@ impl Pipeline {
         }
     }
 
-    fn ipv6(&self, b: &[u8], l3: usize, _in_port: u16) -> Step<Class> {
+    fn ipv6(&self, b: &[u8], l3: usize) -> Step<Class> {
         let ip = ipv6::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv6Malformed))?;
         let (src, dst) = (Addr::from(ip.src_addr()), Addr::from(ip.dst_addr()));
         let end = l3 + 40 + usize::from(ip.payload_len());

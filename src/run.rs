@@ -311,8 +311,8 @@ impl Process for Worker {
     }
 
     #[inline]
-    fn look_ahead(&mut self, frame: &[u8], in_port: u16) {
-        self.pipeline.look_ahead(frame, in_port);
+    fn look_ahead(&mut self, frame: &[u8]) {
+        self.pipeline.look_ahead(frame);
     }
 
     fn between_batches(&mut self, now: Instant) {

@@ -638,8 +638,8 @@ fn run_batch(d: &mut Offline, inputs: &[(Vec<u8>, u16)], order: &[usize], now: I
             b
         })
         .collect();
-    for (b, (f, port)) in bufs.iter().zip(inputs) {
-        d.pipeline.look_ahead(&b[HEADROOM..HEADROOM + f.len()], *port);
+    for (b, (f, _)) in bufs.iter().zip(inputs) {
+        d.pipeline.look_ahead(&b[HEADROOM..HEADROOM + f.len()]);
     }
     let mut out = vec![(Verdict::PassToKernel, Vec::new()); inputs.len()];
     for &i in order {

@@ -235,7 +235,7 @@ impl PacketBackend {
             c.rx += n as u64;
             for i in 0..n {
                 if let Some(f) = self.bufs[i].get(HEADROOM..HEADROOM + self.lens[i]) {
-                    p.look_ahead(f, s as u16);
+                    p.look_ahead(f);
                 }
             }
             for i in 0..n {

@@ -24,7 +24,7 @@ pub trait Process: Send {
     fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Verdict;
     /// Called for every frame of a batch, in order, before `process` is called for each in the
     /// same order: a chance to start loading what processing them will need.
-    fn look_ahead(&mut self, _frame: &[u8], _in_port: u16) {}
+    fn look_ahead(&mut self, _frame: &[u8]) {}
     /// Called between batches: pick up a new snapshot, expire connections, flush counters.
     fn between_batches(&mut self, now: Instant);
 }
