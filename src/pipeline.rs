@@ -199,13 +199,16 @@ impl Pipeline {
     /// batch, in order, then [`Pipeline::process`] for each in the same order, so that the cache
     /// misses of a whole batch are in flight together. Once every frame is looked at, the first
     /// `process` call prefetches the connection entries the buckets point to.
+    ///
+    /// While the connection table is small enough to stay in the cache there is nothing to
+    /// prefetch, and frames are not looked at: `process` classifies them as it goes.
     pub fn look_ahead(&mut self, frame: &[u8]) {
         if self.next_ahead > 0 {
             // A new batch: whatever is left of the last one (not processed) is stale.
             self.ahead.clear();
             self.next_ahead = 0;
         }
-        if self.ahead.len() >= AHEAD_MAX {
+        if self.ahead.len() >= AHEAD_MAX || !self.table.is_large() {
             return;
         }
         let class = self.classify(frame).unwrap_or_else(Class::Done);
@@ -237,7 +240,13 @@ impl Pipeline {
                 self.next_ahead += 1;
                 Ok(self.ahead[self.next_ahead - 1].class)
             }
-            _ => self.classify(frame.bytes()),
+            Some(_) => {
+                // Not the frame looked at next: the look-ahead no longer matches this batch.
+                self.ahead.clear();
+                self.next_ahead = 0;
+                self.classify(frame.bytes())
+            }
+            None => self.classify(frame.bytes()),
         };
         let v = match class.and_then(|c| self.act(frame, c, in_port, now)) {
             Ok(v) | Err(v) => v,

@@ -651,7 +651,7 @@ fn run_batch(d: &mut Offline, inputs: &[(Vec<u8>, u16)], order: &[usize], now: I
 }
 
 #[test]
-fn a_batch_looked_at_ahead_gives_what_one_frame_at_a_time_gives() {
+fn a_batch_gives_what_one_frame_at_a_time_gives_in_any_order() {
     let now = Instant::now();
     let cases = cases();
     // Each case from its own client port, so that the order they are processed in does not matter.
@@ -737,4 +737,61 @@ fn a_batch_looked_at_ahead_gives_what_one_frame_at_a_time_gives() {
     let drops = |d: &Offline| d.pipeline.stats.drops().collect::<Vec<_>>();
     assert_eq!(drops(&one), drops(&batch));
     assert_eq!(drops(&one), drops(&shuffled));
+}
+
+#[test]
+fn a_large_table_is_looked_at_ahead_and_answers_as_one_frame_at_a_time() {
+    // One shard, so that a few thousand connections make the table large enough to prefetch for.
+    let text = CONFIG.replace("max_conns = 1024", "max_conns = 65536\nshards = 1");
+    let cfg = config::parse(&text, "golden.toml").unwrap_or_else(|e| panic!("{e}"));
+    let new = || Offline::new(&cfg, &[]).unwrap();
+    let (mut one, mut batch, mut reversed) = (new(), new(), new());
+    let now = Instant::now();
+    let nat = cases()
+        .into_iter()
+        .find(|c| c.name == "NAT v4" && c.p == P::Tcp)
+        .unwrap();
+    let n = 6000u16;
+    for d in [&mut one, &mut batch, &mut reversed] {
+        assert!(!d.table.is_large());
+        for i in 0..n {
+            let f = frame(CLI, LB0, nat.client, 64, nat.p, 20000 + i, nat.vport, Seg::Syn, PAYLOAD);
+            assert_eq!(run(d, &f, 0, now).0, Verdict::Forward { port: 1 }, "SYN {i}");
+        }
+        assert!(d.table.is_large(), "{n} connections in one shard");
+    }
+    // Client ACKs and server replies of scattered connections, in batches of 64.
+    let inputs: Vec<(Vec<u8>, u16)> = (0..256u16)
+        .map(|k| {
+            let port = 20000 + (k * 97) % n;
+            if k % 3 == 0 {
+                let f = frame(
+                    RS,
+                    LB1,
+                    swap(nat.to_rs),
+                    64,
+                    nat.p,
+                    nat.rport,
+                    port,
+                    Seg::SynAck,
+                    b"reply",
+                );
+                (f, 1)
+            } else {
+                (
+                    frame(CLI, LB0, nat.client, 64, nat.p, port, nat.vport, Seg::Ack, b"more"),
+                    0,
+                )
+            }
+        })
+        .collect();
+    for chunk in inputs.chunks(64) {
+        let want: Vec<_> = chunk.iter().map(|(f, port)| run(&mut one, f, *port, now)).collect();
+        let got = run_batch(&mut batch, chunk, &(0..chunk.len()).collect::<Vec<_>>(), now);
+        assert!(want.iter().all(|w| matches!(w.0, Verdict::Forward { .. })));
+        assert_eq!(got, want);
+        // Processed in another order than looked at: each frame is still handled as itself.
+        let got = run_batch(&mut reversed, chunk, &(0..chunk.len()).rev().collect::<Vec<_>>(), now);
+        assert_eq!(got, want);
+    }
 }

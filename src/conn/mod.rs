@@ -323,6 +323,13 @@ impl ConnTable {
         mask >= DEEP_BUCKETS - 1
     }
 
+    /// Whether the table has grown past what stays in the cache (judged by one shard: keys spread
+    /// evenly), so that batches are worth prefetching for.
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        self.shards[0].bucket_mask.load(Ordering::Relaxed) >= DEEP_BUCKETS - 1
+    }
+
     /// Starts loading the entry that hash `h` finds in `dir`, once its bucket is (being) loaded:
     /// takes the shard's lock, reads the bucket and prefetches the entry's two cache lines.
     pub fn prefetch_entry(&self, dir: Dir, h: u64) {
