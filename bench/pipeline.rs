@@ -77,8 +77,17 @@ fn tcp_frame(i: u32, vip: u8, syn: bool) -> Vec<u8> {
     out
 }
 
-/// Frames per batch, as the workers' default `batch_size`.
-const BATCH: usize = 64;
+/// Frames per batch, as the workers' default `batch_size`; `XVS_BENCH_BATCH=1` runs one frame at
+/// a time through one buffer (as this bench did before batches), for comparisons.
+const BATCH_MAX: usize = 64;
+
+fn batch() -> usize {
+    std::env::var("XVS_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BATCH_MAX)
+        .clamp(1, BATCH_MAX)
+}
 
 struct Bench {
     d: Offline,
@@ -89,7 +98,7 @@ impl Bench {
     fn new(max_conns: usize) -> Bench {
         Bench {
             d: Offline::new(&config(max_conns), &[]).unwrap(),
-            bufs: vec![vec![0u8; HEADROOM + 2048]; BATCH],
+            bufs: vec![vec![0u8; HEADROOM + 2048]; batch()],
         }
     }
     /// One frame on its own.
@@ -102,9 +111,9 @@ impl Bench {
     /// processed. Returns how many were forwarded.
     #[inline]
     fn run_batch<'f>(&mut self, frames: impl Iterator<Item = &'f [u8]>, now: Instant) -> usize {
-        let mut lens = [0usize; BATCH];
+        let mut lens = [0usize; BATCH_MAX];
         let mut n = 0;
-        for f in frames.take(BATCH) {
+        for f in frames.take(self.bufs.len()) {
             let b = &mut self.bufs[n][HEADROOM..HEADROOM + f.len()];
             b.copy_from_slice(f);
             self.d.pipeline.look_ahead(b);
@@ -152,9 +161,9 @@ fn established_setup(vip: u8, conns: u32) -> (Bench, Vec<u8>, usize, Instant) {
 }
 
 /// The batch of established-flow frames from position `k` of `store` on (wrapping).
-fn store_batch(store: &[u8], len: usize, k: usize) -> impl Iterator<Item = &[u8]> {
+fn store_batch(store: &[u8], len: usize, k: usize, batch: usize) -> impl Iterator<Item = &[u8]> {
     let n = store.len() / 64;
-    (k..k + BATCH).map(move |j| {
+    (k..k + batch).map(move |j| {
         let j = j % n;
         &store[j * 64..j * 64 + len]
     })
@@ -166,18 +175,19 @@ fn measure(b: &mut Bench, store: &[u8], len: usize, count: usize, now: Instant) 
     let n = store.len() / 64;
     let mut k = 0;
     let mut fwd = 0;
-    for _ in 0..count.div_ceil(BATCH) {
-        fwd += b.run_batch(store_batch(store, len, k), now);
-        k = (k + BATCH) % n;
+    let batch = b.bufs.len();
+    for _ in 0..count.div_ceil(batch) {
+        fwd += b.run_batch(store_batch(store, len, k, batch), now);
+        k = (k + batch) % n;
     }
-    assert_eq!(fwd, count.div_ceil(BATCH) * BATCH, "every packet forwarded");
+    assert_eq!(fwd, count.div_ceil(batch) * batch, "every packet forwarded");
 }
 
 /// Runs one new connection per frame (the instruction-count harness).
 #[inline(never)]
 fn measure_new(b: &mut Bench, frames: &[Vec<u8>], now: Instant) {
     let mut fwd = 0;
-    for batch in frames.chunks(BATCH) {
+    for batch in frames.chunks(b.bufs.len()) {
         fwd += b.run_batch(batch.iter().map(Vec::as_slice), now);
     }
     assert_eq!(fwd, frames.len(), "every connection opened");
@@ -193,9 +203,10 @@ fn established(c: &mut Criterion, name: &str, vip: u8, conns: u32) {
     g.bench_function(name, |bn| {
         bn.iter_custom(|iters| {
             let t = Instant::now();
-            for _ in 0..iters.div_ceil(BATCH as u64) {
-                black_box(b.run_batch(store_batch(&store, len, k), now));
-                k = (k + BATCH) % n;
+            let batch = b.bufs.len();
+            for _ in 0..iters.div_ceil(batch as u64) {
+                black_box(b.run_batch(store_batch(&store, len, k, batch), now));
+                k = (k + batch) % n;
             }
             t.elapsed()
         })
@@ -217,7 +228,7 @@ fn new_connections(c: &mut Criterion) {
                 let mut b = Bench::new(1 << 20);
                 let now = Instant::now();
                 let t = Instant::now();
-                for batch in frames[..n].chunks(BATCH) {
+                for batch in frames[..n].chunks(b.bufs.len()) {
                     black_box(b.run_batch(batch.iter().map(Vec::as_slice), now));
                 }
                 total += t.elapsed();

@@ -23,6 +23,7 @@
 //! misses of a whole batch in flight at once instead of waiting for them one packet at a time.
 
 mod index;
+mod slab;
 mod state;
 
 pub use state::{TcpState, Way};
@@ -34,6 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use index::{Bucket, Index, prefetch};
+use slab::Slab;
 
 use crate::types::{Addr, DestCounters, Method, Proto, Timeouts};
 
@@ -204,7 +206,7 @@ type TemplateKey = (Proto, Addr, Addr, u16);
 
 #[derive(Default)]
 struct Shard {
-    slab: Vec<Option<Conn>>,
+    slab: Slab,
     free: Vec<u32>,
     index: Index,
     len: usize,
@@ -336,7 +338,7 @@ impl ConnTable {
         let sh = self.lock(self.shard_of_hash(h));
         let want_out = dir == Dir::Out;
         if let Some(e) = sh.index.find(h, |e| (e & OUT_BIT != 0) == want_out) {
-            let p = sh.slab.as_ptr().wrapping_add((e & !OUT_BIT) as usize);
+            let p = sh.slab.entry_ptr((e & !OUT_BIT) as usize);
             prefetch(p);
             prefetch(p.cast::<u8>().wrapping_add(size_of::<Option<Conn>>() - 1));
         }
@@ -361,7 +363,7 @@ impl ConnTable {
             .find(h, |e| {
                 let out = e & OUT_BIT != 0;
                 out == want_out
-                    && match &sh.slab[(e & !OUT_BIT) as usize] {
+                    && match sh.slab.get((e & !OUT_BIT) as usize) {
                         Some(c) if out => c.out_matches(t),
                         Some(c) => c.in_matches(t),
                         None => false,
@@ -381,7 +383,7 @@ impl ConnTable {
     pub fn lookup_hashed(&self, dir: Dir, t: &Tuple, h: u64, tcp_flags: u8, now_ns: u64) -> Option<Conn> {
         let mut sh = self.lock(self.shard_of_hash(h));
         let slot = self.find(&sh, dir, t, h)?;
-        let c = sh.slab[slot as usize].as_mut()?;
+        let c = sh.slab.get_mut(slot as usize)?.as_mut()?;
         if c.expires <= now_ns {
             let tpl = self.unlink(&mut sh, slot);
             drop(sh);
@@ -414,7 +416,7 @@ impl ConnTable {
         let h = self.hash(dir, t);
         let sh = self.lock(self.shard_of_hash(h));
         let slot = self.find(&sh, dir, t, h)?;
-        sh.slab[slot as usize].filter(|c| c.expires > now_ns)
+        sh.slab.get(slot as usize).copied().filter(|c| c.expires > now_ns)
     }
 
     /// Creates a connection in the state its first packet gives it. FULLNAT takes a local address
@@ -492,7 +494,7 @@ impl ConnTable {
         // An expired entry for the same tuple that no sweep has removed yet goes now: left in the
         // index, it would be found before the new one.
         if let Some(slot) = self.find(sh, Dir::In, tin, hin) {
-            match sh.slab[slot as usize] {
+            match sh.slab.get(slot as usize).copied() {
                 Some(c) if c.expires > now_ns => return Ok((c, false)),
                 _ => released[0] = self.unlink(sh, slot),
             }
@@ -532,28 +534,19 @@ impl ConnTable {
         // Without FULLNAT the outbound key is the client endpoint too: the same hash.
         if n.method != Method::FullNat
             && let Some(old) = self.find(sh, Dir::Out, &c.out_tuple(), hin)
-            && let Some(o) = sh.slab[old as usize]
+            && let Some(o) = sh.slab.get(old as usize).copied()
         {
             if o.expires > now_ns && o.active() {
                 return Err(InsertError::Conflict);
             }
             released[1] = self.unlink(sh, old);
         }
-        let slot = match sh.free.pop() {
-            Some(s) => {
-                sh.slab[s as usize] = Some(c);
+        let slot = match sh.free.pop().and_then(|s| Some((s, sh.slab.get_mut(s as usize)?))) {
+            Some((s, e)) => {
+                *e = Some(c);
                 s
             }
-            None => {
-                if sh.slab.len() == sh.slab.capacity() {
-                    // Grow by an eighth rather than double: at millions of entries a doubling
-                    // would leave up to half the slab unused.
-                    let more = (sh.slab.len() / 8).max(1024);
-                    sh.slab.reserve_exact(more);
-                }
-                sh.slab.push(Some(c));
-                (sh.slab.len() - 1) as u32
-            }
+            None => sh.slab.push(c) as u32,
         };
         let hout = if n.method == Method::FullNat {
             self.key_hash(&c, Dir::Out)
@@ -612,7 +605,7 @@ impl ConnTable {
 
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
     fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
-        let c = sh.slab[slot as usize].take()?;
+        let c = sh.slab.get_mut(slot as usize)?.take()?;
         sh.index.remove(self.key_hash(&c, Dir::In), slot);
         sh.index.remove(self.key_hash(&c, Dir::Out), slot | OUT_BIT);
         sh.free.push(slot);
@@ -645,7 +638,7 @@ impl ConnTable {
         let h = self.hash(dir, t);
         let mut sh = self.lock(self.shard_of_hash(h));
         let slot = self.find(&sh, dir, t, h)?;
-        let c = sh.slab[slot as usize]?;
+        let c = *sh.slab.get(slot as usize)?;
         let tpl = self.unlink(&mut sh, slot);
         drop(sh);
         self.release_template(tpl);
@@ -727,7 +720,7 @@ impl ConnTable {
         let mut released = Vec::new();
         let mut n = 0;
         for slot in start..end {
-            if sh.slab[slot].is_some_and(|c| c.expires <= now_ns) {
+            if sh.slab.get(slot).is_some_and(|c| c.expires <= now_ns) {
                 if let Some(k) = self.unlink(&mut sh, slot as u32) {
                     released.push(k);
                 }
@@ -776,7 +769,7 @@ impl ConnTable {
             .iter()
             .map(|s| {
                 let s = s.shard.lock().unwrap_or_else(|p| p.into_inner());
-                s.slab.capacity() * size_of::<Option<Conn>>()
+                s.slab.memory_bytes()
                     + s.index.memory_bytes()
                     + s.free.capacity() * 4
                     + s.ports.values().map(|v| v.capacity() * 2 + 64).sum::<usize>()

@@ -1,0 +1,121 @@
+//! A shard's connection entries, in chunks that are never moved: growing a `Vec` by reallocation
+//! copies every entry each time (a third of a new connection's cost while a large table filled)
+//! and needs room for both copies meanwhile.
+//!
+//! Chunks double from 1024 entries up to 16384 and stay at that size after, so that a small
+//! table stays small and a large one wastes at most one partly filled chunk per shard.
+
+use super::Conn;
+
+/// Entries of the first chunk (and of the second).
+const FIRST: usize = 1024;
+const FIRST_SHIFT: u32 = FIRST.trailing_zeros();
+/// Chunks stop doubling at `1 << LAST_SHIFT` entries.
+const LAST_SHIFT: u32 = 14;
+/// Chunks before the first of the largest size: 1024, 1024, 2048, 4096, 8192.
+const GROWING: usize = (LAST_SHIFT - FIRST_SHIFT) as usize + 1;
+
+#[derive(Default)]
+pub(super) struct Slab {
+    chunks: Vec<Box<[Option<Conn>]>>,
+    len: usize,
+}
+
+/// The chunk and the place in it of entry `s`.
+#[inline]
+fn locate(s: usize) -> (usize, usize) {
+    if s >> LAST_SHIFT == 0 {
+        match s >> FIRST_SHIFT {
+            0 => (0, s),
+            q => {
+                let k = (usize::BITS - q.leading_zeros()) as usize;
+                (k, s - (FIRST << (k - 1)))
+            }
+        }
+    } else {
+        ((s >> LAST_SHIFT) + GROWING - 1, s & ((1 << LAST_SHIFT) - 1))
+    }
+}
+
+fn chunk_len(k: usize) -> usize {
+    if k == 0 {
+        FIRST
+    } else {
+        FIRST << (k - 1).min(GROWING - 1)
+    }
+}
+
+impl Slab {
+    /// Entries ever used (live or free).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    /// Appends an entry; returns its slot.
+    pub fn push(&mut self, c: Conn) -> usize {
+        let s = self.len;
+        let (k, i) = locate(s);
+        if k == self.chunks.len() {
+            self.chunks.push(vec![None; chunk_len(k)].into_boxed_slice());
+        }
+        self.chunks[k][i] = Some(c);
+        self.len += 1;
+        s
+    }
+
+    #[inline]
+    pub fn get(&self, s: usize) -> Option<&Conn> {
+        let (k, i) = locate(s);
+        self.chunks.get(k)?.get(i)?.as_ref()
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, s: usize) -> Option<&mut Option<Conn>> {
+        let (k, i) = locate(s);
+        self.chunks.get_mut(k)?.get_mut(i)
+    }
+
+    /// Where entry `s` is, for a prefetch (null for a slot beyond the slab).
+    #[inline]
+    pub fn entry_ptr(&self, s: usize) -> *const Option<Conn> {
+        let (k, i) = locate(s);
+        self.chunks
+            .get(k)
+            .map_or(std::ptr::null(), |c| c.as_ptr().wrapping_add(i))
+    }
+
+    /// Every slot in use, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Option<Conn>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.capacity() * size_of::<Option<Conn>>() + self.chunks.capacity() * size_of::<Box<[Option<Conn>]>>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_map_one_to_one_onto_chunks_in_order() {
+        let mut at = (0, 0);
+        assert_eq!(locate(0), at);
+        for s in 1..300_000 {
+            let next = if at.1 + 1 < chunk_len(at.0) {
+                (at.0, at.1 + 1)
+            } else {
+                (at.0 + 1, 0)
+            };
+            assert_eq!(locate(s), next, "slot {s}");
+            at = next;
+        }
+        let sizes: Vec<usize> = (0..8).map(chunk_len).collect();
+        assert_eq!(sizes, [1024, 1024, 2048, 4096, 8192, 16384, 16384, 16384]);
+    }
+}
