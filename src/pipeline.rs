@@ -292,15 +292,11 @@ impl Pipeline {
             Class::Done(v) => Ok(v),
             Class::In { p, proto, si, h } => self.inbound(frame, &p, proto, si, h, in_port, now),
             Class::Out { p, proto, laddr, h } => {
-                let t = Tuple {
-                    proto,
-                    src: p.src,
-                    sport: p.sport,
-                    dst: p.dst,
-                    dport: p.dport,
-                };
                 let now_ns = self.clock(now);
-                match self.table.lookup_hashed(Dir::Out, &t, h, p.tcp_flags, now_ns) {
+                match self
+                    .table
+                    .lookup_hashed(Dir::Out, &tuple(&p, proto), h, p.tcp_flags, now_ns)
+                {
                     Some(c) => self.outbound(frame, &p, &c),
                     // To a local address but no connection: nobody else can want it.
                     None if laddr => Err(drop(DropReason::NoConnection)),
@@ -500,13 +496,7 @@ impl Pipeline {
         in_port: u16,
         now: Instant,
     ) -> Step<Verdict> {
-        let t = Tuple {
-            proto,
-            src: p.src,
-            sport: p.sport,
-            dst: p.dst,
-            dport: p.dport,
-        };
+        let t = tuple(p, proto);
         let now_ns = self.clock(now);
         let c = match self.table.lookup_hashed(Dir::In, &t, h, p.tcp_flags, now_ns) {
             Some(c) => {
@@ -783,6 +773,17 @@ const HOP_CACHE: usize = 256;
 fn hop_slot(a: Addr) -> usize {
     let low = u32::from_ne_bytes([a.0[12], a.0[13], a.0[14], a.0[15]]);
     (low.wrapping_mul(0x9e37_79b1) >> 24) as usize % HOP_CACHE
+}
+
+/// A parsed TCP or UDP packet's 5-tuple.
+fn tuple(p: &Parsed, proto: Proto) -> Tuple {
+    Tuple {
+        proto,
+        src: p.src,
+        sport: p.sport,
+        dst: p.dst,
+        dport: p.dport,
+    }
 }
 
 fn drop(r: DropReason) -> Verdict {
