@@ -123,15 +123,13 @@ impl Index {
         None
     }
 
-    /// Makes room for `n` more entries: when they would pass the load limit, the index doubles
-    /// and `entries` (every stored entry, with its hash) is placed again. The caller walks its
-    /// slab in order for them, rather than the index reading the slab at random.
-    pub fn reserve<I: IntoIterator<Item = (u64, u32)>>(&mut self, n: usize, entries: impl FnOnce() -> I) {
+    /// Makes room for `n` more entries: when they would pass the load limit, the index is
+    /// replaced by one twice the size, which `fill` fills with every stored entry again (the
+    /// caller walks its slab in order for them, rather than the index reading the slab at random).
+    pub fn reserve(&mut self, n: usize, fill: impl FnOnce(&mut Index)) {
         if self.len + n > self.buckets.len() * MAX_LOAD {
             let mut new = Index::with_buckets((self.len + n).div_ceil(MAX_LOAD).max(self.buckets.len() * 2));
-            for (h, v) in entries() {
-                new.place(h, v);
-            }
+            fill(&mut new);
             debug_assert_eq!(new.len, self.len, "every entry placed again");
             *self = new;
         }
@@ -229,11 +227,10 @@ mod tests {
 
     /// Inserts as the connection table does: room first, from every value stored so far.
     fn add(ix: &mut Index, live: &HashMap<u32, bool>, h: impl Fn(u32) -> u64, v: u32) {
-        ix.reserve(1, || {
-            live.iter()
-                .filter(|e| *e.1)
-                .map(|(&v, _)| (h(v), v))
-                .collect::<Vec<_>>()
+        ix.reserve(1, |new| {
+            for (&v, _) in live.iter().filter(|e| *e.1) {
+                new.insert(h(v), v);
+            }
         });
         ix.insert(h(v), v);
     }

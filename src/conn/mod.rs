@@ -456,8 +456,8 @@ impl ConnTable {
         let mut released = [None, None];
         let r = self.insert_locked(&mut sh, si, n, &tin, hin, laddrs, tcp_flags, now_ns, &mut released);
         drop(sh);
-        for k in released {
-            self.release_template(k);
+        for k in released.into_iter().flatten() {
+            self.release_template(Some(k));
         }
         let (c, created) = r?;
         if !created {
@@ -555,18 +555,15 @@ impl ConnTable {
         };
         let Shard { index, slab, .. } = sh;
         // Growing places every other connection's two keys again, walking the slab in order.
-        index.reserve(2, || {
-            slab.iter()
-                .enumerate()
-                .filter(|&(s, _)| s != slot as usize)
-                .flat_map(|(s, c)| {
-                    c.iter().flat_map(move |c| {
-                        [
-                            (self.key_hash(c, Dir::In), s as u32),
-                            (self.key_hash(c, Dir::Out), s as u32 | OUT_BIT),
-                        ]
-                    })
-                })
+        index.reserve(2, |new| {
+            for (s, c) in slab.iter().enumerate() {
+                if let Some(c) = c
+                    && s != slot as usize
+                {
+                    new.insert(self.key_hash(c, Dir::In), s as u32);
+                    new.insert(self.key_hash(c, Dir::Out), s as u32 | OUT_BIT);
+                }
+            }
         });
         index.insert(hin, slot);
         index.insert(hout, slot | OUT_BIT);
