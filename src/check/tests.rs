@@ -69,6 +69,13 @@ fn closed_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `N` distinct ports nothing listens on: bound all at once, then released (two calls of
+/// `closed_port` can get the same port back).
+fn closed_ports<const N: usize>() -> [u16; N] {
+    let ls: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| ls[i].local_addr().unwrap().port())
+}
+
 const UP: Outcome = Outcome::Up { weight: None };
 
 #[test]
@@ -363,7 +370,7 @@ fn inhibit_on_failure_keeps_the_server_at_weight_zero() {
 fn sorry_server_and_quorum_scripts() {
     let dir = std::env::temp_dir().join(format!("xvs-quorum-{}", std::process::id()));
     let _ = std::fs::remove_file(&dir);
-    let (a, b) = (closed_port(), closed_port());
+    let [a, b] = closed_ports();
     let cfg = two_servers(
         a,
         b,
