@@ -99,7 +99,8 @@ enum Class {
 /// A frame looked at ahead of its batch: where its bytes were (so that `process` can tell it is
 /// the same frame), what was found, and whether its connection entry is worth a prefetch.
 struct Ahead {
-    at: *const u8,
+    /// The frame's address, only ever compared.
+    at: usize,
     len: usize,
     class: Class,
     deep: bool,
@@ -129,9 +130,6 @@ pub struct Pipeline {
     /// The connection table's clock for the last `now` seen.
     clock: Option<(Instant, u64)>,
 }
-
-// SAFETY: the raw pointer in `Ahead` is only compared with a frame's address, never dereferenced.
-unsafe impl Send for Pipeline {}
 
 impl Pipeline {
     pub fn new(published: Arc<Published>, table: Arc<ConnTable>, counters: Arc<DestCounters>) -> Pipeline {
@@ -222,7 +220,7 @@ impl Pipeline {
             _ => false,
         };
         self.ahead.push(Ahead {
-            at: frame.as_ptr(),
+            at: frame.as_ptr() as usize,
             len: frame.len(),
             class,
             deep,
@@ -233,7 +231,7 @@ impl Pipeline {
     pub fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Verdict {
         self.stats.rx += 1;
         let class = match self.ahead.get(self.next_ahead) {
-            Some(a) if a.at == frame.bytes().as_ptr() && a.len == frame.len => {
+            Some(a) if a.at == frame.bytes().as_ptr() as usize && a.len == frame.len => {
                 if self.next_ahead == 0 {
                     self.prefetch_entries();
                 }
