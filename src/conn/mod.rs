@@ -395,10 +395,12 @@ impl ConnTable {
             c.state = c.state.next(c.way(dir), tcp_flags);
         }
         c.expires = now_ns + self.ttl(c.state);
-        let out = *c;
+        // Straight into the return value: a `Conn` is 96 bytes, and each extra move copies them.
+        let out = Some(*c);
+        let (now_active, dest_id) = (c.active(), c.dest_id);
         drop(sh);
-        if was_active != out.active() {
-            let ctr = self.counters.get(out.dest_id);
+        if was_active != now_active {
+            let ctr = self.counters.get(dest_id);
             let (from, to) = if was_active {
                 (&ctr.active, &ctr.inactive)
             } else {
@@ -407,7 +409,7 @@ impl ConnTable {
             from.fetch_sub(1, Ordering::Relaxed);
             to.fetch_add(1, Ordering::Relaxed);
         }
-        Some(out)
+        out
     }
 
     /// The connection of a packet, without touching its state or timer (ICMP errors).
