@@ -97,13 +97,12 @@ enum Class {
 }
 
 /// A frame looked at ahead of its batch: where its bytes were (so that `process` can tell it is
-/// the same frame), what was found, and whether its connection entry is worth a prefetch.
+/// the same frame) and what was found.
 struct Ahead {
     /// The frame's address, only ever compared.
     at: usize,
     len: usize,
     class: Class,
-    deep: bool,
 }
 
 /// Most frames looked at ahead; a batch larger than this is looked at in part.
@@ -210,20 +209,13 @@ impl Pipeline {
             return;
         }
         let class = self.classify(frame).unwrap_or_else(Class::Done);
-        let deep = match class {
-            // A SYN to a service nearly always opens a connection: there is no entry to load.
-            Class::In { h, p, .. } if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {
-                self.table.prefetch(h);
-                false
-            }
-            Class::In { h, .. } | Class::Out { h, .. } => self.table.prefetch(h),
-            _ => false,
-        };
+        if let Class::In { h, .. } | Class::Out { h, .. } = class {
+            self.table.prefetch(h);
+        }
         self.ahead.push(Ahead {
             at: frame.as_ptr() as usize,
             len: frame.len(),
             class,
-            deep,
         });
     }
 
@@ -259,11 +251,12 @@ impl Pipeline {
     }
 
     /// The second step of a batch's look-ahead: with the buckets loaded (or on their way), find
-    /// the entries they point to and start loading those, where the table is too large to stay
-    /// in the cache.
+    /// the entries they point to and start loading those.
     fn prefetch_entries(&self) {
-        for a in self.ahead.iter().filter(|a| a.deep) {
+        for a in &self.ahead {
             match a.class {
+                // A SYN to a service nearly always opens a connection: there is no entry to load.
+                Class::In { p, .. } if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {}
                 Class::In { h, .. } => self.table.prefetch_entry(Dir::In, h),
                 Class::Out { h, .. } => self.table.prefetch_entry(Dir::Out, h),
                 _ => {}

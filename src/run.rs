@@ -495,7 +495,7 @@ pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
     for (r, n) in stats.drops() {
         let _ = write!(s, " {}={n}", r.label());
     }
-    // What the kernel dropped before xvs saw it (AF_XDP ring statistics).
+    // What the kernel dropped before xvs saw it (AF_XDP and AF_PACKET ring statistics).
     for (what, n) in [
         ("kernel_rx_ring_full", io.rx_ring_full),
         ("kernel_fill_ring_empty", io.fill_ring_empty),

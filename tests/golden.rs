@@ -327,6 +327,22 @@ fn every_method_protocol_direction_and_family() {
 }
 
 #[test]
+fn ipv4_udp_without_a_checksum_stays_without_one() {
+    let now = Instant::now();
+    let c = cases()
+        .into_iter()
+        .find(|c| c.name == "NAT v4" && c.p == P::Udp)
+        .unwrap();
+    let mut input = frame(CLI, LB0, c.client, 64, c.p, CPORT, c.vport, Seg::Syn, PAYLOAD);
+    // Ethernet 14 + IPv4 20: the UDP checksum is bytes 6-7 of the UDP header.
+    input[40..42].copy_from_slice(&[0, 0]);
+    let (v, out) = run(&mut director(), &input, 0, now);
+    assert_eq!(v, Verdict::Forward { port: 1 });
+    assert_eq!(&out[40..42], &[0, 0], "no checksum made up");
+    assert_eq!(&out[30..34], &RIP4, "rewritten all the same");
+}
+
+#[test]
 fn non_syn_without_connection_is_dropped_and_counted() {
     let mut d = director();
     let input = frame(

@@ -23,6 +23,7 @@ const _: () = assert!(size_of::<Bucket>() == 64);
 pub(super) struct Bucket {
     /// 0 when the way is free (a tag is never 0).
     tags: [u16; WAYS],
+    /// Saturates, as F14's: a count at its maximum is never lowered again (probes just go on).
     overflow: u16,
     _pad: u16,
     values: [u32; WAYS],
@@ -126,13 +127,16 @@ impl Index {
     /// Makes room for `n` more entries: when they would pass the load limit, the index is
     /// replaced by one twice the size, which `fill` fills with every stored entry again (the
     /// caller walks its slab in order for them, rather than the index reading the slab at random).
-    pub fn reserve(&mut self, n: usize, fill: impl FnOnce(&mut Index)) {
-        if self.len + n > self.buckets.len() * MAX_LOAD {
-            let mut new = Index::with_buckets((self.len + n).div_ceil(MAX_LOAD).max(self.buckets.len() * 2));
-            fill(&mut new);
-            debug_assert_eq!(new.len, self.len, "every entry placed again");
-            *self = new;
+    /// Returns whether it did (the buckets moved).
+    pub fn reserve(&mut self, n: usize, fill: impl FnOnce(&mut Index)) -> bool {
+        if self.len + n <= self.buckets.len() * MAX_LOAD {
+            return false;
         }
+        let mut new = Index::with_buckets((self.len + n).div_ceil(MAX_LOAD).max(self.buckets.len() * 2));
+        fill(&mut new);
+        debug_assert_eq!(new.len, self.len, "every entry placed again");
+        *self = new;
+        true
     }
 
     /// Adds `v` under hash `h`, in room made by [`Index::reserve`].
@@ -155,7 +159,7 @@ impl Index {
                 self.len += 1;
                 return;
             }
-            bk.overflow += 1;
+            bk.overflow = bk.overflow.saturating_add(1);
             b = (b + 1) & self.mask;
         }
         unreachable!("an index below its load limit has a free way");
@@ -176,7 +180,10 @@ impl Index {
                     self.len -= 1;
                     let mut k = home;
                     while k != b {
-                        self.buckets[k].overflow -= 1;
+                        let o = &mut self.buckets[k].overflow;
+                        if *o != u16::MAX {
+                            *o -= 1;
+                        }
                         k = (k + 1) & self.mask;
                     }
                     return true;
@@ -295,6 +302,27 @@ mod tests {
             }
             assert_eq!(ways, (0..=i).collect::<Vec<_>>());
             assert_eq!(b.matching(0).count_ones() as usize, 2 * (WAYS - 1 - i));
+        }
+    }
+
+    #[test]
+    fn a_saturated_overflow_count_stays_and_keeps_its_chain_reachable() {
+        let mut ix = Index::default();
+        let mut live = HashMap::new();
+        // 60 values on 5 home buckets of 10 ways: chains overflow.
+        for v in 0..60u32 {
+            add(&mut ix, &live, crowded, v);
+            live.insert(v, true);
+        }
+        let home = crowded(0) as usize & ix.mask;
+        assert!(ix.buckets[home].overflow > 0);
+        ix.buckets[home].overflow = u16::MAX;
+        for v in (0..60u32).step_by(2) {
+            assert!(ix.remove(crowded(v), v));
+        }
+        assert_eq!(ix.buckets[home].overflow, u16::MAX, "never lowered once saturated");
+        for v in 0..60u32 {
+            assert_eq!(ix.find(crowded(v), |x| x == v), (v % 2 == 1).then_some(v), "value {v}");
         }
     }
 

@@ -182,8 +182,8 @@ impl Conn {
 }
 
 const OUT_BIT: u32 = 1 << 31;
-/// Index buckets of a shard from which a batch prefetches connection entries too: 2048 buckets
-/// (128 KiB) hold about 6000 connections, whose entries take half a megabyte.
+/// Index buckets of a shard from which the table counts as large (worth prefetching for): 2048
+/// buckets (128 KiB) hold up to 8000 connections, whose entries take most of a megabyte.
 const DEEP_BUCKETS: usize = 2048;
 /// The expiry cursor counts slots: shard `i` owns cursor values `i * STRIDE ..`.
 const STRIDE: usize = 1 << 32;
@@ -225,13 +225,20 @@ struct ShardCell {
 
 impl ShardCell {
     fn new() -> ShardCell {
-        let shard = Shard::default();
-        let (p, m) = shard.index.layout();
-        ShardCell {
-            shard: Mutex::new(shard),
-            buckets: AtomicPtr::new(p.cast_mut()),
-            bucket_mask: AtomicUsize::new(m),
-        }
+        let cell = ShardCell {
+            shard: Mutex::new(Shard::default()),
+            buckets: AtomicPtr::default(),
+            bucket_mask: AtomicUsize::default(),
+        };
+        cell.publish(&cell.shard.lock().unwrap_or_else(|p| p.into_inner()).index);
+        cell
+    }
+
+    /// Tells lock-free prefetches where the shard's index buckets now are.
+    fn publish(&self, index: &Index) {
+        let (p, m) = index.layout();
+        self.buckets.store(p.cast_mut(), Ordering::Relaxed);
+        self.bucket_mask.store(m, Ordering::Relaxed);
     }
 }
 
@@ -313,20 +320,17 @@ impl ConnTable {
     }
 
     /// Starts loading the index bucket of hash `h`, without the lock (the address is read from
-    /// the shard's published layout; a stale one only wastes the prefetch). Returns whether the
-    /// shard is large enough for its entries to be out of the cache, so that
-    /// [`ConnTable::prefetch_entry`] is worth its lock.
+    /// the shard's published layout; a stale one only wastes the prefetch).
     #[inline]
-    pub fn prefetch(&self, h: u64) -> bool {
+    pub fn prefetch(&self, h: u64) {
         let cell = &self.shards[self.shard_of_hash(h)];
         let base = cell.buckets.load(Ordering::Relaxed);
         let mask = cell.bucket_mask.load(Ordering::Relaxed);
         prefetch(base.wrapping_add(h as usize & mask));
-        mask >= DEEP_BUCKETS - 1
     }
 
     /// Whether the table has grown past what stays in the cache (judged by one shard: keys spread
-    /// evenly), so that batches are worth prefetching for.
+    /// evenly), so that batches are worth prefetching for, entries as well as buckets.
     #[inline]
     pub fn is_large(&self) -> bool {
         self.shards[0].bucket_mask.load(Ordering::Relaxed) >= DEEP_BUCKETS - 1
@@ -344,14 +348,13 @@ impl ConnTable {
         }
     }
 
-    /// The hash of the key `c` is stored under in `dir`.
-    fn key_hash(&self, c: &Conn, dir: Dir) -> u64 {
-        match dir {
-            Dir::In => self.hash_endpoint(&c.caddr, c.cport),
-            Dir::Out => {
-                let (a, p) = c.out_dst();
-                self.hash_endpoint(&a, p)
-            }
+    /// The hashes `c`'s inbound and outbound keys are stored under: one hash unless FULLNAT
+    /// (the outbound key's endpoint is the client's too).
+    fn key_hashes(&self, c: &Conn) -> (u64, u64) {
+        let hin = self.hash_endpoint(&c.caddr, c.cport);
+        match c.method {
+            Method::FullNat => (hin, self.hash_endpoint(&c.laddr, c.lport)),
+            _ => (hin, hin),
         }
     }
 
@@ -550,30 +553,24 @@ impl ConnTable {
             }
             None => sh.slab.push(c) as u32,
         };
-        let hout = if n.method == Method::FullNat {
-            self.key_hash(&c, Dir::Out)
-        } else {
-            hin
-        };
+        let (_, hout) = self.key_hashes(&c);
         let Shard { index, slab, .. } = sh;
         // Growing places every other connection's two keys again, walking the slab in order.
-        index.reserve(2, |new| {
+        let grew = index.reserve(2, |new| {
             for (s, c) in slab.iter().enumerate() {
                 if let Some(c) = c
                     && s != slot as usize
                 {
-                    new.insert(self.key_hash(c, Dir::In), s as u32);
-                    new.insert(self.key_hash(c, Dir::Out), s as u32 | OUT_BIT);
+                    let (i, o) = self.key_hashes(c);
+                    new.insert(i, s as u32);
+                    new.insert(o, s as u32 | OUT_BIT);
                 }
             }
         });
         index.insert(hin, slot);
         index.insert(hout, slot | OUT_BIT);
-        let (p, m) = index.layout();
-        let cell = &self.shards[si];
-        if cell.buckets.load(Ordering::Relaxed).cast_const() != p {
-            cell.buckets.store(p.cast_mut(), Ordering::Relaxed);
-            cell.bucket_mask.store(m, Ordering::Relaxed);
+        if grew {
+            self.shards[si].publish(index);
         }
         sh.len += 1;
         Ok((c, true))
@@ -605,8 +602,9 @@ impl ConnTable {
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
     fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
         let c = sh.slab.get_mut(slot as usize)?.take()?;
-        sh.index.remove(self.key_hash(&c, Dir::In), slot);
-        sh.index.remove(self.key_hash(&c, Dir::Out), slot | OUT_BIT);
+        let (hin, hout) = self.key_hashes(&c);
+        sh.index.remove(hin, slot);
+        sh.index.remove(hout, slot | OUT_BIT);
         sh.free.push(slot);
         sh.len -= 1;
         if c.method == Method::FullNat
@@ -764,10 +762,9 @@ impl ConnTable {
 
     /// Bytes allocated for entries, index, free lists, port pools and templates.
     pub fn memory_bytes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let s = s.shard.lock().unwrap_or_else(|p| p.into_inner());
+        (0..self.shards.len())
+            .map(|i| {
+                let s = self.lock(i);
                 s.slab.memory_bytes()
                     + s.index.memory_bytes()
                     + s.free.capacity() * 4
@@ -781,8 +778,8 @@ impl ConnTable {
     /// Every live connection with its time left, one shard lock at a time (for `ipvsadm -L -c`).
     pub fn for_each(&self, now: Instant, mut f: impl FnMut(&Conn, Duration)) {
         let now_ns = self.clock(now);
-        for s in self.shards.iter() {
-            let s = s.shard.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..self.shards.len() {
+            let s = self.lock(i);
             for c in s.slab.iter().flatten().filter(|c| c.expires > now_ns) {
                 f(c, Duration::from_nanos(c.expires - now_ns));
             }

@@ -12,7 +12,7 @@ pub mod tun;
 
 use crate::service::Hop;
 use crate::types::Addr;
-use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6};
+use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, tcp, udp};
 
 /// What the pipeline learnt about a TCP or UDP packet while validating it. Offsets are from the
 /// start of the frame.
@@ -83,27 +83,31 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
         }
         ip.set_ttl(p.ttl - 1);
     }
-    // Both TCP and UDP keep their ports in the first four bytes; the checksum is at 16 or 6.
-    let at = if p.proto == ip_proto::TCP { 16 } else { 6 };
-    let old = u16::from_be_bytes([seg[at], seg[at + 1]]);
-    let new = checksum::finish(u32::from(!old) + addrs + ports);
-    let new = if p.proto == ip_proto::TCP {
-        new
-    } else if old == 0 && !p.v6 {
-        // IPv4 UDP without a checksum stays without one.
-        0
-    } else if new == 0 {
-        // A computed 0 is sent as all ones (RFC 768).
-        0xffff
+    let l4 = |old: u16| checksum::finish(u32::from(!old) + addrs + ports);
+    if p.proto == ip_proto::TCP {
+        let mut t = tcp::Packet::new_unchecked(seg);
+        if let Some((_, port)) = src {
+            t.set_src_port(port);
+        }
+        if let Some((_, port)) = dst {
+            t.set_dst_port(port);
+        }
+        t.set_checksum(l4(t.checksum()));
     } else {
-        new
-    };
-    seg[at..at + 2].copy_from_slice(&new.to_be_bytes());
-    if let Some((_, port)) = src {
-        seg[0..2].copy_from_slice(&port.to_be_bytes());
-    }
-    if let Some((_, port)) = dst {
-        seg[2..4].copy_from_slice(&port.to_be_bytes());
+        let mut u = udp::Packet::new_unchecked(seg);
+        if let Some((_, port)) = src {
+            u.set_src_port(port);
+        }
+        if let Some((_, port)) = dst {
+            u.set_dst_port(port);
+        }
+        // IPv4 UDP without a checksum stays without one; a computed 0 is sent as all ones.
+        let old = u.checksum();
+        u.set_checksum(match l4(old) {
+            _ if old == 0 && !p.v6 => 0,
+            0 => 0xffff,
+            new => new,
+        });
     }
 }
 
@@ -111,14 +115,9 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
 /// folded: at most 16 words of 0xffff, far from overflowing a `u32`.
 #[inline]
 fn addr_delta(old: &Addr, new: &Addr, v6: bool) -> u32 {
-    // ~w = 0xffff - w for every word of the old address.
+    // ~w = 0xffff - w for every word of the old address; a folded sum is the same modulo 0xffff.
     if v6 {
-        let words = |a: &Addr| -> u32 {
-            a.0.chunks_exact(2)
-                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-                .sum()
-        };
-        8 * 0xffff - words(old) + words(new)
+        8 * 0xffff - checksum::sum(&old.0) + checksum::sum(&new.0)
     } else {
         let words = |a: &Addr| {
             let x = u32::from_be_bytes([a.0[12], a.0[13], a.0[14], a.0[15]]);
@@ -126,10 +125,4 @@ fn addr_delta(old: &Addr, new: &Addr, v6: bool) -> u32 {
         };
         2 * 0xffff - words(old) + words(new)
     }
-}
-
-/// The address as it appears on the wire: 4 bytes for IPv4, 16 for IPv6.
-#[inline]
-pub fn addr_bytes(a: &Addr, v6: bool) -> &[u8] {
-    if v6 { &a.0 } else { &a.0[12..] }
 }
