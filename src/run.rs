@@ -480,7 +480,7 @@ pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "rx {} forwarded {} replied {} to-kernel {} dropped {} | conns created {} in table {} | io rx {} tx {} tx_full {}",
+        "rx {} forwarded {} replied {} to-kernel {} dropped {} | conns created {} in table {} | io rx {} tx {} tx_full {} loops {}",
         stats.rx,
         stats.forwarded,
         stats.replied,
@@ -490,7 +490,8 @@ pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
         conns,
         io.rx,
         io.tx,
-        io.tx_full
+        io.tx_full,
+        io.loops
     );
     for (r, n) in stats.drops() {
         let _ = write!(s, " {}={n}", r.label());
