@@ -352,9 +352,15 @@ impl ConnTable {
     /// (the outbound key's endpoint is the client's too).
     fn key_hashes(&self, c: &Conn) -> (u64, u64) {
         let hin = self.hash_endpoint(&c.caddr, c.cport);
+        (hin, self.out_hash(c, hin))
+    }
+
+    /// The hash of `c`'s outbound key, given `hin`, that of its inbound key.
+    #[inline]
+    fn out_hash(&self, c: &Conn, hin: u64) -> u64 {
         match c.method {
-            Method::FullNat => (hin, self.hash_endpoint(&c.laddr, c.lport)),
-            _ => (hin, hin),
+            Method::FullNat => self.hash_endpoint(&c.laddr, c.lport),
+            _ => hin,
         }
     }
 
@@ -553,7 +559,7 @@ impl ConnTable {
             }
             None => sh.slab.push(c) as u32,
         };
-        let (_, hout) = self.key_hashes(&c);
+        let hout = self.out_hash(&c, hin);
         let Shard { index, slab, .. } = sh;
         // Growing places every other connection's two keys again, walking the slab in order.
         let grew = index.reserve(2, |new| {

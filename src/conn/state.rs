@@ -153,6 +153,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn all_lists_every_state_in_discriminant_order() {
+        // The connection table indexes its per-state timeouts by `state as usize` through ALL.
+        for (i, s) in TcpState::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{s:?}");
+        }
+        assert_eq!(TcpState::Udp as usize, TcpState::COUNT - 1);
+    }
+
+    #[test]
     fn nat_handshake_and_close() {
         let s = TcpState::None.next(Way::Input, SYN);
         assert_eq!(s, SR);
