@@ -7,18 +7,24 @@
 //!         `xvs gen` (XDP_TX, core 0)                                                 `xvs sink` (tc or XDP)
 //! ```
 //!
+//! (and the same in IPv6: 2001:2:0:1::/64, 2001:2:0:2::/64, VIP 2001:2::10, flows from 2001:2:0:ff::/64)
+//!
 //! and measures, with `xvs gen` sending and `xvs sink` counting on the real-server side:
 //! forwarded Mpps of established UDP flows (1000 flows, 64-byte frames) per forwarding method,
-//! new connections per second (TCP SYN, a new flow every frame), the drop ratio (1 - received /
+//! and for NAT over IPv6 (84-byte frames: the same payload), new connections per second (TCP SYN, a new flow every frame), the drop ratio (1 - received /
 //! sent), one-way latency p50/p99 at a light rate, 1 and 2 workers, and xvs's memory and rate with
 //! 1M (and 10M) connections in its table. Contenders: xvs AF_XDP native and generic, xvs AF_PACKET,
 //! nftables DNAT (numgen and jhash maps), plain kernel routing, the XDP redirect ceiling
-//! (`bpf/redir.c`), and the generator alone (its capacity). Every cell is the median of `RUNS`
-//! runs. Writes `bench/RESULTS.md` and `bench/perf.svg`.
+//! (`bpf/redir.c`), the bare AF_XDP forwarder (xvs's I/O without the data plane, native and
+//! generic), and the generator alone (its capacity). Every cell is the median of `RUNS` runs.
+//! Last, the ratio targets are measured again in paired rounds (bare forwarder, xvs NAT and DR,
+//! nftables, in turn within each round) so that the machine's drift between cells minutes apart
+//! does not enter the ratios. Writes `bench/RESULTS.md` and `bench/perf.svg`.
 //!
 //! Environment: `XVS_PERF_SECS` (seconds per run, default 3), `XVS_PERF_RUNS` (default 3),
 //! `XVS_PERF_QUICK=1` (1 s, 1 run, no 10M table: a smoke test), `XVS_PERF_10M=0` to skip the 10M
-//! table, `XVS_PERF_ONLY=substring` to run only matching contenders (RESULTS.md is then not written),
+//! table, `XVS_PERF_ONLY=a,b` to run only contenders whose step name contains one of the comma-separated
+//! substrings (RESULTS.md is then not written),
 //! `XVS_PERF_BATCH=N` for xvs's batch_size (64).
 
 use std::collections::BTreeMap;
@@ -41,6 +47,10 @@ const RS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(198, 18, 2, 12),
     Ipv4Addr::new(198, 18, 2, 13),
 ];
+/// The real servers' IPv6 addresses, beside `RS` on rs0.
+const RS6: [&str; 3] = ["2001:2:0:2::11", "2001:2:0:2::12", "2001:2:0:2::13"];
+/// The IPv6 NAT VIP (udp/7).
+const VIP6: &str = "2001:2::10";
 /// VIPs per method, as DESIGN.md's plan (all on udp/7 and tcp/7).
 const VIPS: [(&str, &str); 4] = [
     ("NAT", "198.18.0.10"),
@@ -123,6 +133,7 @@ fn topo(prefix: &str) -> Res<Topo> {
         "addr add 198.18.1.2/24 dev cli0".into(),
         "route add 198.18.0.0/15 via 198.18.1.1".into(),
         format!("neigh replace 198.18.1.1 lladdr {LB0_MAC} dev cli0 nud permanent"),
+        "addr add 2001:2:0:1::2/64 dev cli0 nodad".into(),
     ])?;
     let mut l = vec![
         format!("link set lb0 address {LB0_MAC}"),
@@ -133,14 +144,25 @@ fn topo(prefix: &str) -> Res<Topo> {
         "addr add 198.18.2.1/24 dev lb1".into(),
         "route add 198.19.0.0/16 via 198.18.1.2".into(),
         format!("neigh replace 198.18.1.2 lladdr {CLI_MAC} dev lb0 nud permanent"),
+        "addr add 2001:2:0:1::1/64 dev lb0 nodad".into(),
+        "addr add 2001:2:0:2::1/64 dev lb1 nodad".into(),
+        "route add 2001:2:0:ff::/64 via 2001:2:0:1::2".into(),
+        format!("neigh replace 2001:2:0:1::2 lladdr {CLI_MAC} dev lb0 nud permanent"),
     ];
-    for r in RS {
+    for r in RS
+        .iter()
+        .map(ToString::to_string)
+        .chain(RS6.iter().map(|s| s.to_string()))
+    {
         l.push(format!("neigh replace {r} lladdr {RS_MAC} dev lb1 nud permanent"));
     }
     lb.ip_batch(&l)?;
     let mut r = vec![format!("link set rs0 address {RS_MAC}"), "link set rs0 up".into()];
     for a in RS {
         r.push(format!("addr add {a}/24 dev rs0"));
+    }
+    for a in RS6 {
+        r.push(format!("addr add {a}/64 dev rs0 nodad"));
     }
     r.push("route add default via 198.18.2.1".into());
     r.push(format!(
@@ -244,6 +266,14 @@ fn est(dst: &str, threads: usize) -> Vec<String> {
     v
 }
 
+/// Established UDP flows to the IPv6 NAT VIP: 84-byte frames, the IPv4 cells' UDP payload under
+/// an IPv6 header.
+fn est6() -> Vec<String> {
+    let mut v = est(VIP6, 1);
+    v[7] = "84".into();
+    v
+}
+
 fn syn(dst: &str, threads: usize) -> Vec<String> {
     let mut v: Vec<String> = ["--dst", dst, "--proto", "syn", "--new-flows", "--size", "64"]
         .iter()
@@ -304,8 +334,20 @@ impl Director {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
+    /// Stops its threads (SIGSTOP) while another contender is measured.
+    fn pause(&self) {
+        // SAFETY: kill has no memory effects; the child is ours and not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+    /// Lets it run again (SIGCONT) and gives its workers a moment to poll.
+    fn resume(&self) {
+        // SAFETY: as in `pause`.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
     /// Stops it and returns its last counters line.
     fn stop(mut self) -> String {
+        self.resume();
         // SAFETY: kill has no memory effects; the child is ours and not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -346,11 +388,26 @@ fn xvs_config(io: &str, mode: &str, workers: usize, batch: usize, max_conns: u64
     let mut c = format!(
         "[global]\ncores = {cores}\nio = \"{io}\"\nxdp_mode = \"{mode}\"\nbatch_size = {batch}\n\n\
          [conn]\nmax_conns = {max_conns}\n\n\
-         [[interface]]\nname = \"lb0\"\naddress = [\"198.18.1.1/24\"]\n\n\
-         [[interface]]\nname = \"lb1\"\naddress = [\"198.18.2.1/24\"]\n\n\
+         [[interface]]\nname = \"lb0\"\naddress = [\"198.18.1.1/24\", \"2001:2:0:1::1/64\"]\n\n\
+         [[interface]]\nname = \"lb1\"\naddress = [\"198.18.2.1/24\", \"2001:2:0:2::1/64\"]\n\n\
          [[route]]\nprefix = \"198.19.0.0/16\"\nvia = \"198.18.1.2\"\ninterface = \"lb0\"\n\n\
-         [[neighbour]]\naddress = \"198.18.1.2\"\nmac = \"{CLI_MAC}\"\ninterface = \"lb0\"\n"
+         [[route]]\nprefix = \"2001:2:0:ff::/64\"\nvia = \"2001:2:0:1::2\"\ninterface = \"lb0\"\n\n\
+         [[neighbour]]\naddress = \"198.18.1.2\"\nmac = \"{CLI_MAC}\"\ninterface = \"lb0\"\n\n\
+         [[neighbour]]\naddress = \"2001:2:0:1::2\"\nmac = \"{CLI_MAC}\"\ninterface = \"lb0\"\n"
     );
+    for r in RS6 {
+        let _ = write!(
+            c,
+            "\n[[neighbour]]\naddress = \"{r}\"\nmac = \"{RS_MAC}\"\ninterface = \"lb1\"\n"
+        );
+    }
+    let _ = write!(
+        c,
+        "\n[[virtual_server]]\nvip = \"{VIP6}\"\nport = 7\nprotocol = \"udp\"\nlb_algo = \"rr\"\nlb_kind = \"NAT\"\n"
+    );
+    for r in RS6 {
+        let _ = write!(c, "  [[virtual_server.real_server]]\n  address = \"{r}\"\n  port = 7\n");
+    }
     for r in RS {
         let _ = write!(
             c,
@@ -406,6 +463,9 @@ fn warm(t: &Topo) {
         g.extend(["--rate".into(), "200000".into()]);
         let _ = measure(t, &g, "tc", 0.3);
     }
+    let mut g = est6();
+    g.extend(["--rate".into(), "200000".into()]);
+    let _ = measure(t, &g, "tc", 0.3);
 }
 
 #[derive(Default)]
@@ -413,7 +473,31 @@ struct Report {
     cells: Vec<Cell>,
     /// (contender, flows in table, RSS KiB before fill, RSS KiB after, entries, Mpps over a subset).
     tables: Vec<(String, u64, u64, u64, u64, Option<f64>)>,
+    /// The paired rounds of the ratio targets.
+    rounds: Vec<Round>,
     notes: Vec<String>,
+}
+
+/// One paired round: forwarded Mpps of each ratio target's contenders, measured one after another.
+#[derive(Clone, Copy, Debug, Default)]
+struct Round {
+    bare: Option<f64>,
+    nat: Option<f64>,
+    dr: Option<f64>,
+    nft: Option<f64>,
+}
+
+impl Round {
+    /// The worse of xvs's NAT and DR over the bare forwarder.
+    fn of_bare(&self) -> Option<f64> {
+        Some(self.nat?.min(self.dr?) / self.bare?)
+    }
+    fn nat_of_nft(&self) -> Option<f64> {
+        Some(self.nat? / self.nft?)
+    }
+    fn dr_of_nft(&self) -> Option<f64> {
+        Some(self.dr? / self.nft?)
+    }
 }
 
 fn xvs_contender(o: &Opts, rep: &mut Report, idx: usize, name: &str, io: &str, mode: &str, workers: usize) -> Res<()> {
@@ -434,6 +518,9 @@ fn xvs_contender(o: &Opts, rep: &mut Report, idx: usize, name: &str, io: &str, m
         rep.cells
             .push(cell(o, &t, name, &format!("est {m}"), &est(vip, workers), "tc"));
     }
+    if mode == "native" && workers == 1 {
+        rep.cells.push(cell(o, &t, name, "est NAT IPv6", &est6(), "tc"));
+    }
     if workers == 1 {
         rep.cells
             .push(cell(o, &t, name, "latency NAT", &light(VIPS[0].1), "tc"));
@@ -445,18 +532,23 @@ fn xvs_contender(o: &Opts, rep: &mut Report, idx: usize, name: &str, io: &str, m
     Ok(())
 }
 
-/// The baseline of the 90 % target: `xvs run --bare-forward`, the same AF_XDP I/O (native mode,
-/// one worker, the same filter and batch) with no data plane, each frame sent on to the sink.
-fn bare_contender(o: &Opts, rep: &mut Report, idx: usize) -> Res<()> {
-    let name = "bare AF_XDP forwarder (xvs I/O)";
+/// The baseline of the 90 % target: `xvs run --bare-forward`, the same AF_XDP I/O (one worker,
+/// the same filter, batch and XDP `mode`) with no data plane, each frame sent on to the sink.
+fn bare_contender(o: &Opts, rep: &mut Report, idx: usize, mode: &str) -> Res<()> {
+    let name = bare_name(mode);
     let t = topo(&format!("xp{}-{idx}", std::process::id()))?;
-    let cfg = xvs_config("af_xdp", "native", 1, batch(), 1 << 16);
+    let cfg = xvs_config("af_xdp", mode, 1, batch(), 1 << 16);
     let d = start_xvs_with(&t, "bare", &cfg, &["--bare-forward", RS_MAC])?;
     rep.cells
-        .push(cell(o, &t, name, "est forward", &est(VIPS[0].1, 1), "tc"));
+        .push(cell(o, &t, &name, "est forward", &est(VIPS[0].1, 1), "tc"));
     let line = d.stop();
     rep.notes.push(format!("{name}: {line}"));
     Ok(())
+}
+
+/// The bare forwarder's contender name in XDP `mode`.
+fn bare_name(mode: &str) -> String {
+    format!("bare AF_XDP {mode} forwarder (xvs I/O)")
 }
 
 /// xvs with 1M (and 10M) connections: fill with sequential flows at a rate it forwards without
@@ -503,6 +595,24 @@ fn table_contender(o: &Opts, rep: &mut Report, idx: usize) -> Res<()> {
 fn nft_contender(o: &Opts, rep: &mut Report, idx: usize, kind: &str) -> Res<()> {
     let name = format!("nftables DNAT {kind}");
     let t = topo(&format!("xp{}-{idx}", std::process::id()))?;
+    nft_dnat(&t, kind)?;
+    warm(&t);
+    rep.cells.push(cell(o, &t, &name, "est NAT", &est(VIPS[0].1, 1), "tc"));
+    rep.cells.push(cell(o, &t, &name, "est NAT IPv6", &est6(), "tc"));
+    if kind == "numgen" {
+        rep.cells
+            .push(cell(o, &t, &name, "latency NAT", &light(VIPS[0].1), "tc"));
+    }
+    rep.cells
+        .push(cell(o, &t, &name, "new conn NAT", &syn(VIPS[0].1, 1), "tc"));
+    let max = t.lb.sysctl_get("net.netfilter.nf_conntrack_max").unwrap_or_default();
+    rep.notes.push(format!("{name}: nf_conntrack_max {max}"));
+    Ok(())
+}
+
+/// Routing and nftables DNAT of the NAT VIP in `t`'s director namespace, picking the real
+/// server by `kind`: `numgen` (round robin) or `jhash` (a hash of the client's address and port).
+fn nft_dnat(t: &Topo, kind: &str) -> Res<()> {
     t.lb.sysctl(&[("net.ipv4.ip_forward", "1")])?;
     let pick = if kind == "numgen" {
         "numgen inc mod 3".to_string()
@@ -518,16 +628,70 @@ fn nft_contender(o: &Opts, rep: &mut Report, idx: usize, kind: &str) -> Res<()> 
     let file = std::env::temp_dir().join(format!("{}.nft", t.lb.name()));
     std::fs::write(&file, rules)?;
     exec(&t.lb, &["nft", "-f", &file.to_string_lossy()])?;
-    warm(&t);
-    rep.cells.push(cell(o, &t, &name, "est NAT", &est(VIPS[0].1, 1), "tc"));
-    if kind == "numgen" {
-        rep.cells
-            .push(cell(o, &t, &name, "latency NAT", &light(VIPS[0].1), "tc"));
+    t.lb.sysctl(&[("net.ipv6.conf.all.forwarding", "1")])?;
+    let pick6 = if kind == "numgen" {
+        "numgen inc mod 3".to_string()
+    } else {
+        "jhash ip6 saddr . @th,0,16 mod 3 seed 0xdeadbeef".to_string()
+    };
+    let map6 = format!("{{ 0 : {}, 1 : {}, 2 : {} }}", RS6[0], RS6[1], RS6[2]);
+    let rules6 = format!(
+        "table ip6 xvs_perf6 {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
+         ip6 daddr {VIP6} udp dport 7 dnat to {pick6} map {map6}\n  }}\n}}\n"
+    );
+    let file6 = std::env::temp_dir().join(format!("{}-6.nft", t.lb.name()));
+    std::fs::write(&file6, rules6)?;
+    exec(&t.lb, &["nft", "-f", &file6.to_string_lossy()])?;
+    Ok(())
+}
+
+/// The ratio targets measured in paired rounds. The machine's speed drifts over minutes, and the
+/// contenders' own cells lie minutes apart: a ratio of their medians moves with the drift by as
+/// much as the targets' margins. Here the bare forwarder, xvs (NAT and DR) and nftables numgen
+/// DNAT each have their own namespaces for the whole step and are measured in turn in every
+/// round, the director not being measured stopped (SIGSTOP), and the ratios are taken per round.
+fn paired_contender(o: &Opts, rep: &mut Report, idx: usize) -> Res<()> {
+    let base = format!("xp{}-{idx}", std::process::id());
+    let tb = topo(&format!("{base}b"))?;
+    let bare = start_xvs_with(
+        &tb,
+        "pbare",
+        &xvs_config("af_xdp", "native", 1, batch(), 1 << 16),
+        &["--bare-forward", RS_MAC],
+    )?;
+    bare.pause();
+    let tx = topo(&format!("{base}x"))?;
+    let xvs = start_xvs(&tx, "pxvs", &xvs_config("af_xdp", "native", 1, batch(), 16 << 20))?;
+    warm(&tx);
+    xvs.pause();
+    let tn = topo(&format!("{base}n"))?;
+    nft_dnat(&tn, "numgen")?;
+    warm(&tn);
+    let rounds = if o.runs >= 3 { 5 } else { o.runs };
+    let run = |t: &Topo, what: &str, vip: &str| match measure(t, &est(vip, 1), "tc", o.secs) {
+        Ok(s) => Some(s.fwd_mpps()),
+        Err(e) => {
+            eprintln!("perf: paired {what}: {e}");
+            None
+        }
+    };
+    for i in 0..rounds {
+        let mut r = Round::default();
+        bare.resume();
+        r.bare = run(&tb, "bare", VIPS[0].1);
+        bare.pause();
+        xvs.resume();
+        r.nat = run(&tx, "NAT", VIPS[0].1);
+        r.dr = run(&tx, "DR", VIPS[2].1);
+        xvs.pause();
+        r.nft = run(&tn, "nftables", VIPS[0].1);
+        eprintln!("perf: paired round {}: {r:?}", i + 1);
+        rep.rounds.push(r);
     }
-    rep.cells
-        .push(cell(o, &t, &name, "new conn NAT", &syn(VIPS[0].1, 1), "tc"));
-    let max = t.lb.sysctl_get("net.netfilter.nf_conntrack_max").unwrap_or_default();
-    rep.notes.push(format!("{name}: nf_conntrack_max {max}"));
+    for (name, d) in [("paired bare", bare), ("paired xvs", xvs)] {
+        let line = d.stop();
+        rep.notes.push(format!("{name}: {line}"));
+    }
     Ok(())
 }
 
@@ -730,6 +894,33 @@ fn write_results(o: &Opts, r: &Report) -> Res<String> {
             "\n10M connections: not measured in this run (XVS_PERF_10M=0 or quick mode)."
         )?;
     }
+    if !r.rounds.is_empty() {
+        writeln!(s, "\n## Paired rounds\n")?;
+        writeln!(
+            s,
+            "The ratio targets once more, with the drift of the machine taken out: the bare forwarder, xvs AF_XDP native (NAT, DR) and nftables numgen DNAT each in their own namespaces, measured one after another in every round (the director not being measured is stopped), each ratio taken within its round. Forwarded Mpps:\n"
+        )?;
+        writeln!(
+            s,
+            "| round | bare forwarder | xvs NAT | xvs DR | nftables numgen | worse of NAT, DR / bare | NAT / nftables | DR / nftables |"
+        )?;
+        writeln!(s, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+        let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
+        for (i, q) in r.rounds.iter().enumerate() {
+            writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                i + 1,
+                fmt3(q.bare),
+                fmt3(q.nat),
+                fmt3(q.dr),
+                fmt3(q.nft),
+                x(q.of_bare()),
+                x(q.nat_of_nft()),
+                x(q.dr_of_nft())
+            )?;
+        }
+    }
     writeln!(s, "\n## Targets\n")?;
     let f = |c: &str, w: &str| find(r, c, w).map(|c| c.med(Sample::fwd_mpps));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -792,19 +983,40 @@ fn write_results(o: &Opts, r: &Report) -> Res<String> {
         ratio(nc, nftc),
         met(nc, nftc, 1.5)
     )?;
-    let bare = f("bare AF_XDP forwarder (xvs I/O)", "est forward");
-    let worst = match (nat, dr) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    writeln!(
-        s,
-        "| AF_XDP NAT/DR >= 90% of a bare AF_XDP forwarder (same I/O, no data plane) | {} (worse of NAT, DR) vs {} Mpps | {} | {} |",
-        fmt3(worst),
-        fmt3(bare),
-        ratio(worst, bare),
-        met(worst, bare, 0.9)
-    )?;
+    for mode in ["native", "generic"] {
+        let xvs = format!("xvs af_xdp {mode}");
+        let worst = match (f(&xvs, "est NAT"), f(&xvs, "est DR")) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let bare = f(&bare_name(mode), "est forward");
+        writeln!(
+            s,
+            "| AF_XDP {mode} NAT/DR >= 90% of a bare AF_XDP {mode} forwarder (same I/O, no data plane) | {} (worse of NAT, DR) vs {} Mpps | {} | {} |",
+            fmt3(worst),
+            fmt3(bare),
+            ratio(worst, bare),
+            met(worst, bare, 0.9)
+        )?;
+    }
+    type RoundRatio = fn(&Round) -> Option<f64>;
+    let paired: [(&str, RoundRatio, f64); 3] = [
+        ("AF_XDP NAT >= 1.5x nftables numgen DNAT", Round::nat_of_nft, 1.5),
+        ("AF_XDP DR >= 1.5x nftables numgen DNAT", Round::dr_of_nft, 1.5),
+        ("AF_XDP NAT/DR >= 90% of the bare forwarder", Round::of_bare, 0.9),
+    ];
+    for (what, f, k) in paired {
+        let v: Vec<f64> = r.rounds.iter().filter_map(f).collect();
+        if let Some(m) = median(&v) {
+            let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            writeln!(
+                s,
+                "| {what}, paired rounds | median of {} per-round ratios (from {lo:.2}x to {hi:.2}x) | {m:.2}x | {} |",
+                v.len(),
+                if m >= k { "met" } else { "not met" }
+            )?;
+        }
+    }
     for (_, n, b, a, e, _) in &r.tables {
         if *n == 10_000_000 && *e > 0 {
             let per = (a.saturating_sub(*b) * 1024) as f64 / *e as f64;
@@ -980,14 +1192,25 @@ fn main() {
             "xvs af_packet",
             Box::new(|o: &Opts, r: &mut Report, i| xvs_contender(o, r, i, "xvs af_packet", "af_packet", "auto", 1)),
         ),
-        ("bare AF_XDP forwarder", Box::new(bare_contender)),
+        (
+            "bare AF_XDP native forwarder",
+            Box::new(|o: &Opts, r: &mut Report, i| bare_contender(o, r, i, "native")),
+        ),
+        (
+            "bare AF_XDP generic forwarder",
+            Box::new(|o: &Opts, r: &mut Report, i| bare_contender(o, r, i, "generic")),
+        ),
         ("xvs table", Box::new(table_contender)),
+        ("paired rounds", Box::new(paired_contender)),
     ];
     for gone in netns::remove_orphans("xp") {
         eprintln!("perf: removed {gone}, left by an earlier run that was killed");
     }
     for (i, (name, step)) in steps.iter().enumerate() {
-        if o.only.as_deref().is_some_and(|x| !name.contains(x)) {
+        if o.only
+            .as_deref()
+            .is_some_and(|x| !x.split(',').any(|w| name.contains(w)))
+        {
             continue;
         }
         eprintln!("perf: == {name} ({:.0} s so far)", started.elapsed().as_secs_f64());
