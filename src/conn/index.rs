@@ -102,7 +102,7 @@ impl Index {
     }
 
     /// The first value stored under hash `h` that `eq` accepts.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, h: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let t = tag(h);
         let mut b = self.home(h);
