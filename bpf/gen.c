@@ -8,6 +8,12 @@
 // figures, finishes the IP and L4 checksums incrementally and returns XDP_TX, which transmits the
 // frame out of the interface named in the test run's context.
 //
+// Pacing and the frame budget live here too, per CPU (each generator thread is pinned to its
+// own): a test run costs tens of milliseconds to set up, so userspace makes few, long runs and
+// this program decides frame by frame whether one is due. A frame not yet due, or beyond the
+// budget, is dropped (XDP_DROP only recycles the live-frame page), so that paced frames leave
+// evenly spaced instead of in bursts of a whole run's worth.
+//
 // Checksum arithmetic is done on 16-bit words as they lie in memory (one's complement sums are
 // byte-order independent), so userspace sums its template with native-endian loads too.
 #include <linux/bpf.h>
@@ -37,6 +43,7 @@ struct gen_cfg {
 	__u32 l4_sum;      // pseudo header + L4 sum without checksum, varied words and timestamp
 	__u32 saddr_base;  // first value of the varied address word (host order)
 	__u32 udp_zero_ok; // 1: a computed UDP checksum of 0 is sent as 0xffff (always, for UDP)
+	__u32 ifindex;     // the interface the test runs transmit on; frames from elsewhere pass
 };
 
 struct {
@@ -45,6 +52,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct gen_cfg);
 } gen_cfg SEC(".maps");
+
+// Keep in step with `Pace` in src/perf/mod.rs.
+struct gen_pace {
+	__u64 next_ns;     // when the next frame is due (bpf_ktime_get_ns); 0: at once
+	__u64 interval_ns; // between two frames; 0: unpaced
+	__u64 sent;        // frames transmitted
+	__u64 limit;       // frames to transmit in all
+};
+
+// A frame more than this many intervals late restarts the schedule from now: the slots the CPU
+// was busy elsewhere for are skipped, not sent back to back.
+#define MAX_LAG 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_pace);
+} gen_pace SEC(".maps");
 
 // Per-CPU flow counter for sequential mode: each generator thread runs on its own CPU.
 struct {
@@ -67,8 +93,26 @@ int xvs_gen(struct xdp_md *ctx)
 	__u8 *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	__u32 key = 0;
 	struct gen_cfg *c = bpf_map_lookup_elem(&gen_cfg, &key);
-	if (!c)
+	struct gen_pace *pc = bpf_map_lookup_elem(&gen_pace, &key);
+	if (!c || !pc)
 		return XDP_ABORTED;
+	// Userspace also attaches this program to the namespace's loopback, only to keep it in the
+	// kernel's XDP dispatcher between test runs (each run that has to add it there and take it
+	// out again waits for two RCU grace periods, tens of milliseconds): a frame that really
+	// arrives there is none of our business.
+	if (ctx->ingress_ifindex != c->ifindex)
+		return XDP_PASS;
+	if (pc->sent >= pc->limit)
+		return XDP_DROP;
+	if (pc->interval_ns) {
+		__u64 now = bpf_ktime_get_ns();
+		if (now < pc->next_ns)
+			return XDP_DROP;
+		if (now - pc->next_ns > MAX_LAG * pc->interval_ns)
+			pc->next_ns = now;
+		pc->next_ns += pc->interval_ns;
+	}
+	pc->sent += 1;
 
 	// Headers from the template, 8 bytes at a time (the template is zero-padded to HDR_MAX).
 	__u32 n = c->hdr_len;

@@ -126,6 +126,46 @@ pub fn percpu_values(fd: RawFd, key: u32) -> Result<Vec<u64>, GenError> {
     Ok(vals)
 }
 
+/// The values at `key` of per-CPU array `fd`, one `T` per possible CPU.
+///
+/// # Safety
+/// `T` must be the map's value type, a multiple of 8 bytes (as the kernel lays per-CPU values out).
+pub unsafe fn percpu_read<T: Copy + Default>(fd: RawFd, key: u32) -> Result<Vec<T>, GenError> {
+    let mut vals = vec![T::default(); possible_cpus()?];
+    // SAFETY: the caller guarantees the layout; `vals` has one value per possible CPU.
+    let rc = unsafe { bpf::bpf_map_lookup_elem(fd, (&key as *const u32).cast(), vals.as_mut_ptr().cast()) };
+    if rc != 0 {
+        return Err(bpf_err("read per-CPU map", rc));
+    }
+    Ok(vals)
+}
+
+/// Writes `vals` (one per possible CPU) at `key` of per-CPU array `fd`.
+///
+/// # Safety
+/// As [`percpu_read`].
+pub unsafe fn percpu_write<T>(fd: RawFd, key: u32, vals: &[T]) -> Result<(), GenError> {
+    if vals.len() != possible_cpus()? {
+        return Err(GenError::Bad("per-CPU write: one value per possible CPU".into()));
+    }
+    // SAFETY: the caller guarantees the layout; `vals` has one value per possible CPU.
+    let rc = unsafe { bpf::bpf_map_update_elem(fd, (&key as *const u32).cast(), vals.as_ptr().cast(), 0) };
+    if rc != 0 {
+        return Err(bpf_err("write per-CPU map", rc));
+    }
+    Ok(())
+}
+
+/// The kernel's count of possible CPUs (the length of a per-CPU map's value array).
+pub fn possible_cpus() -> Result<usize, GenError> {
+    // SAFETY: no arguments; returns the count or a negative error.
+    let n = unsafe { bpf::libbpf_num_possible_cpus() };
+    if n <= 0 {
+        return Err(bpf_err("count possible CPUs", n));
+    }
+    Ok(n as usize)
+}
+
 /// An XDP program attached to an interface; detached on drop.
 pub struct XdpAttach {
     ifindex: u32,

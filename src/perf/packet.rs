@@ -51,6 +51,9 @@ pub struct GenCfg {
     pub saddr_base: u32,
     /// 1 for UDP: a computed checksum of 0 goes out as 0xffff.
     pub udp_zero_ok: u32,
+    /// The interface the generator transmits on (set by the generator; frames arriving on any
+    /// other interface pass untouched).
+    pub ifindex: u32,
 }
 
 /// What a template is built from.
@@ -211,6 +214,7 @@ impl Template {
             l4_sum,
             saddr_base,
             udp_zero_ok: u32::from(self.proto == GenProto::Udp),
+            ifindex: 0,
         })
     }
 }
@@ -340,7 +344,7 @@ mod tests {
         assert_eq!(c.hdr_len, 54);
         assert_eq!(c.ts_off, 54);
         assert_eq!(c.hdr[47], 0x02);
-        assert_eq!(std::mem::size_of::<GenCfg>(), HDR_MAX + 12 * 4);
+        assert_eq!(std::mem::size_of::<GenCfg>(), HDR_MAX + 13 * 4);
         let t = template("198.19.0.0", "198.18.0.10", GenProto::Syn, 60);
         assert_eq!(t.build().unwrap().ts_off, 0, "no room for a timestamp");
         assert_eq!(min_size(true, GenProto::Syn), 74);
