@@ -845,10 +845,12 @@ fn write_results(o: &Opts, r: &Report) -> Res<String> {
         s,
         "Written by `cargo bench --bench perf` (bench/perf.rs). Machine: {}.\n\n\
          Each figure is the **median of {} runs** of {} s (shared machine: expect noise of 10% or more between \
-         runs). 64-byte frames, IPv4. Established flows: 1000 UDP flows from 198.19.0.0/16, picked at random per \
-         frame, created by a warm-up before measuring. New connections: TCP SYN, a new flow (source address and \
+         runs). 64-byte frames, IPv4, except the IPv6 cells (84-byte frames: the same UDP payload). Established \
+         flows: 1000 UDP flows from 198.19.0.0/16 (2001:2:0:ff::/64), picked at random per frame, created by a \
+         warm-up before measuring. New connections: TCP SYN, a new flow (source address and \
          port) every frame, counted as SYNs forwarded per second. Latency: one-way, generator to sink \
-         (bpf_ktime_get_ns in the payload) at {} frames/s, 256 ns buckets (upper edges).\n\n\
+         (bpf_ktime_get_ns in the payload) at {} frames/s, evenly spaced (the generator paces frame by frame), \
+         256 ns buckets (upper edges).\n\n\
          Topology: `cli0` (generator, `xvs gen`, core 0) -> `lb0` [director namespace] `lb1` -> `rs0` (sink, \
          `xvs sink`: tc ingress, XDP for the redirect ceiling). xvs workers are pinned to core 1 (2 workers: \
          cores 0 and 1, shared with the generator). On veth the receive work of the director's interface \
@@ -1136,7 +1138,7 @@ fn svg(r: &Report) -> String {
     let width = x.max(400.0) + 260.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{:.0}\" font-family=\"sans-serif\">\n\
-         <text x=\"{left}\" y=\"18\" font-size=\"13\">Forwarded Mpps (median), 64-byte frames; new conn: million SYN/s</text>\n",
+         <text x=\"{left}\" y=\"18\" font-size=\"13\">Forwarded Mpps (median), 64-byte frames (IPv6: 84); new conn: million SYN/s</text>\n",
         top + h + 90.0
     );
     for k in 0..=5 {
