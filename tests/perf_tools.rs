@@ -13,6 +13,9 @@ use xvs::lab::netns::{self, Netns};
 
 const DST_MAC: &str = "02:00:00:00:01:01";
 
+/// One generator at a time: both would run on the first CPU, each pacing the other's frames.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A generator namespace (g0) wired to a sink namespace (g1, GRO on so that XDP_TX frames are
 /// received); both removed on drop.
 struct Pair {
@@ -94,6 +97,7 @@ fn paced_run_takes_its_time_and_arrives_whole() {
     if !root() {
         return;
     }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = pair();
     // 20000 frames at 50000/s: 0.4 s. Unpaced, the generator sends them in a few milliseconds.
     // Sent in bursts (as when each test run took tens of milliseconds to start and the frames
@@ -125,6 +129,7 @@ fn counted_ipv6_run_stops_at_its_count() {
     if !root() {
         return;
     }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = pair();
     let (sent, _, recv, _) = run(
         &p,
