@@ -642,38 +642,33 @@ fn nft_contender(o: &Opts, rep: &mut Report, idx: usize, kind: &str) -> Res<()> 
     Ok(())
 }
 
-/// Routing and nftables DNAT of the NAT VIP in `t`'s director namespace, picking the real
-/// server by `kind`: `numgen` (round robin) or `jhash` (a hash of the client's address and port).
+/// Routing and nftables DNAT of the NAT VIPs (IPv4 udp/7 and tcp/7, IPv6 udp/7) in `t`'s
+/// director namespace, picking the real server by `kind`: `numgen` (round robin) or `jhash` (a
+/// hash of the client's address and port).
 fn nft_dnat(t: &Topo, kind: &str) -> Res<()> {
-    t.lb.sysctl(&[("net.ipv4.ip_forward", "1")])?;
-    let pick = if kind == "numgen" {
-        "numgen inc mod 3".to_string()
-    } else {
-        "jhash ip saddr . @th,0,16 mod 3 seed 0xdeadbeef".to_string()
-    };
-    let map = format!("{{ 0 : {}, 1 : {}, 2 : {} }}", RS[0], RS[1], RS[2]);
-    let rules = format!(
-        "table ip xvs_perf {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
-         ip daddr {vip} udp dport 7 dnat to {pick} map {map}\n    ip daddr {vip} tcp dport 7 dnat to {pick} map {map}\n  }}\n}}\n",
-        vip = VIPS[0].1
-    );
-    let file = std::env::temp_dir().join(format!("{}.nft", t.lb.name()));
-    std::fs::write(&file, rules)?;
-    exec(&t.lb, &["nft", "-f", &file.to_string_lossy()])?;
-    t.lb.sysctl(&[("net.ipv6.conf.all.forwarding", "1")])?;
-    let pick6 = if kind == "numgen" {
-        "numgen inc mod 3".to_string()
-    } else {
-        "jhash ip6 saddr . @th,0,16 mod 3 seed 0xdeadbeef".to_string()
-    };
-    let map6 = format!("{{ 0 : {}, 1 : {}, 2 : {} }}", RS6[0], RS6[1], RS6[2]);
-    let rules6 = format!(
-        "table ip6 xvs_perf6 {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    \
-         ip6 daddr {VIP6} udp dport 7 dnat to {pick6} map {map6}\n  }}\n}}\n"
-    );
-    let file6 = std::env::temp_dir().join(format!("{}-6.nft", t.lb.name()));
-    std::fs::write(&file6, rules6)?;
-    exec(&t.lb, &["nft", "-f", &file6.to_string_lossy()])?;
+    t.lb.sysctl(&[("net.ipv4.ip_forward", "1"), ("net.ipv6.conf.all.forwarding", "1")])?;
+    let rs4: Vec<String> = RS.iter().map(ToString::to_string).collect();
+    let rs6: Vec<String> = RS6.iter().map(ToString::to_string).collect();
+    let families: [(&str, &str, &[String], &[&str]); 2] =
+        [("ip", VIPS[0].1, &rs4, &["udp", "tcp"]), ("ip6", VIP6, &rs6, &["udp"])];
+    for (fam, vip, rs, protos) in families {
+        let pick = if kind == "numgen" {
+            "numgen inc mod 3".to_string()
+        } else {
+            format!("jhash {fam} saddr . @th,0,16 mod 3 seed 0xdeadbeef")
+        };
+        let map = format!("{{ 0 : {}, 1 : {}, 2 : {} }}", rs[0], rs[1], rs[2]);
+        let rules: String = protos
+            .iter()
+            .map(|p| format!("    {fam} daddr {vip} {p} dport 7 dnat to {pick} map {map}\n"))
+            .collect();
+        let text = format!(
+            "table {fam} xvs_perf {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n{rules}  }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("{}-{fam}.nft", t.lb.name()));
+        std::fs::write(&file, text)?;
+        exec(&t.lb, &["nft", "-f", &file.to_string_lossy()])?;
+    }
     Ok(())
 }
 
