@@ -231,8 +231,12 @@ pub fn generate(args: &GenArgs) -> Result<GenReport, GenError> {
         rates[cpu_of(i)] += per_thread(i, args.rate);
     }
     for (p, &r) in pace.iter_mut().zip(&rates) {
-        if args.rate > 0 && p.limit > 0 {
+        if args.rate > 0 {
+            // A CPU whose threads' share of the rate is 0 (--rate below --threads) sends nothing.
             p.interval_ns = 1_000_000_000 / r.max(1);
+            if r == 0 {
+                p.limit = 0;
+            }
         }
     }
     let pace_fd = obj.map("gen_pace")?;
