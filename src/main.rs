@@ -83,7 +83,10 @@ enum Cmd {
     #[command(subcommand)]
     Realserver(RsCmd),
     /// Send benchmark traffic from inside the kernel (root): BPF_PROG_TEST_RUN with live frames,
-    /// XDP_TX out of --dev. Prints `sent=N secs=S mpps=M`.
+    /// XDP_TX out of --dev. Prints `sent=N secs=S mpps=M`. While it runs, its XDP program is
+    /// also attached to the namespace's loopback (generic mode, passing everything) to keep test
+    /// runs quick to start; loopback traffic pays the generic XDP hook meanwhile, so run it in a
+    /// lab namespace rather than beside busy loopback services.
     Gen(xvs::perf::GenArgs),
     /// Count and drop benchmark traffic arriving on an interface (root), with one-way latency from
     /// the generator's timestamps. Prints packets, Mpps and latency p50/p99.
