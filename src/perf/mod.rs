@@ -199,7 +199,8 @@ pub fn generate(args: &GenArgs) -> Result<GenReport, GenError> {
     // waiting for RCU grace periods to put it there and take it out: without this a run lost
     // 20-60 ms, and paced runs fell short of their rate. Not fatal when it fails (lo has a
     // program already): runs are slower to start, that is all.
-    let _keep = match ifindex("lo").and_then(|lo| obj::XdpAttach::new(lo, obj.prog_fd, false)) {
+    // A link, not a netlink attachment: it goes when the process does, even when killed.
+    let _keep = match ifindex("lo").and_then(|lo| obj::XdpLink::generic(lo, obj.prog_fd)) {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(error = %e, "could not keep the generator in the XDP dispatcher; test runs start slowly");

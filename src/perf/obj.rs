@@ -203,6 +203,36 @@ impl Drop for XdpAttach {
     }
 }
 
+/// An XDP program attached to an interface through a BPF link (generic mode): detached when the
+/// link's descriptor closes, on drop or when the process dies however it dies, so that nothing is
+/// left attached behind a killed process.
+pub struct XdpLink {
+    fd: RawFd,
+}
+
+impl XdpLink {
+    /// Attaches `prog_fd` to `ifindex` in generic (skb) mode.
+    pub fn generic(ifindex: u32, prog_fd: RawFd) -> Result<XdpLink, GenError> {
+        // SAFETY: bpf_link_create_opts is plain data; zero is its documented default.
+        let mut opts: bpf::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<bpf::bpf_link_create_opts>() as _;
+        opts.flags = bpf::XDP_FLAGS_SKB_MODE;
+        // SAFETY: `prog_fd` is a loaded XDP program; `opts` is sized and outlives the call.
+        let fd = unsafe { bpf::bpf_link_create(prog_fd, ifindex as i32, bpf::BPF_XDP, &opts) };
+        if fd < 0 {
+            return Err(bpf_err(format!("link XDP program to ifindex {ifindex}"), fd));
+        }
+        Ok(XdpLink { fd })
+    }
+}
+
+impl Drop for XdpLink {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 /// Handle and priority of the sink's tc filter.
 const TC_HANDLE: u32 = 0x7873;
 
