@@ -22,10 +22,10 @@
 //! does not enter the ratios. Writes `bench/RESULTS.md` and `bench/perf.svg`.
 //!
 //! Environment: `XVS_PERF_SECS` (seconds per run, default 3), `XVS_PERF_RUNS` (default 3),
-//! `XVS_PERF_QUICK=1` (1 s, 1 run, no 10M table: a smoke test), `XVS_PERF_10M=0` to skip the 10M
-//! table, `XVS_PERF_ONLY=a,b` to run only contenders whose step name contains one of the comma-separated
-//! substrings (RESULTS.md is then not written),
-//! `XVS_PERF_BATCH=N` for xvs's batch_size (64).
+//! `XVS_PERF_QUICK=1` (1 s, 1 run, no 10M table: a smoke test), `XVS_PERF_10M=0` to skip the
+//! 10M table, `XVS_PERF_ONLY=a,b` to run only contenders whose step name contains one of the
+//! comma-separated substrings, `XVS_PERF_BATCH=N` for xvs's batch_size (64). Quick and partial
+//! runs print their report without replacing `bench/RESULTS.md`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -68,6 +68,8 @@ struct Opts {
     runs: usize,
     big: bool,
     only: Option<String>,
+    /// A smoke test: its figures are printed but do not replace bench/RESULTS.md.
+    quick: bool,
 }
 
 /// One measurement: what the generator sent and what the sink counted.
@@ -1185,6 +1187,7 @@ fn main() {
             .max(1),
         big: !quick && env("XVS_PERF_10M").is_none_or(|v| v != "0"),
         only: env("XVS_PERF_ONLY"),
+        quick,
     };
     let started = Instant::now();
     let mut rep = Report::default();
@@ -1251,7 +1254,7 @@ fn main() {
     match write_results(&o, &rep) {
         Ok(text) => {
             print!("{text}");
-            if o.only.is_none() {
+            if o.only.is_none() && !o.quick {
                 let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
                 let _ = std::fs::write(dir.join("RESULTS.md"), &text);
                 let _ = std::fs::write(dir.join("perf.svg"), svg(&rep));
