@@ -166,61 +166,28 @@ pub fn possible_cpus() -> Result<usize, GenError> {
     Ok(n as usize)
 }
 
-/// An XDP program attached to an interface; detached on drop.
-pub struct XdpAttach {
-    ifindex: u32,
-    flags: u32,
-}
-
-impl XdpAttach {
-    /// Attaches `prog_fd` to `ifindex`, native (driver) mode or generic.
-    pub fn new(ifindex: u32, prog_fd: RawFd, native: bool) -> Result<XdpAttach, GenError> {
-        let flags = if native {
-            bpf::XDP_FLAGS_DRV_MODE
-        } else {
-            bpf::XDP_FLAGS_SKB_MODE
-        };
-        // SAFETY: `prog_fd` is a loaded XDP program; opts may be null.
-        let rc = unsafe {
-            bpf::bpf_xdp_attach(
-                ifindex as i32,
-                prog_fd,
-                flags | bpf::XDP_FLAGS_UPDATE_IF_NOEXIST,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(bpf_err(format!("attach XDP program to ifindex {ifindex}"), rc));
-        }
-        Ok(XdpAttach { ifindex, flags })
-    }
-}
-
-impl Drop for XdpAttach {
-    fn drop(&mut self) {
-        // SAFETY: plain netlink request; opts may be null.
-        unsafe { bpf::bpf_xdp_detach(self.ifindex as i32, self.flags, std::ptr::null()) };
-    }
-}
-
-/// An XDP program attached to an interface through a BPF link (generic mode): detached when the
-/// link's descriptor closes, on drop or when the process dies however it dies, so that nothing is
-/// left attached behind a killed process.
+/// An XDP program attached to an interface through a BPF link: detached when the link's
+/// descriptor closes, on drop or when the process dies however it dies, so that a killed sink or
+/// generator leaves no program behind on an interface.
 pub struct XdpLink {
     fd: RawFd,
 }
 
 impl XdpLink {
-    /// Attaches `prog_fd` to `ifindex` in generic (skb) mode.
-    pub fn generic(ifindex: u32, prog_fd: RawFd) -> Result<XdpLink, GenError> {
+    /// Attaches `prog_fd` to `ifindex`, native (driver) mode or generic.
+    pub fn new(ifindex: u32, prog_fd: RawFd, native: bool) -> Result<XdpLink, GenError> {
         // SAFETY: bpf_link_create_opts is plain data; zero is its documented default.
         let mut opts: bpf::bpf_link_create_opts = unsafe { std::mem::zeroed() };
         opts.sz = std::mem::size_of::<bpf::bpf_link_create_opts>() as _;
-        opts.flags = bpf::XDP_FLAGS_SKB_MODE;
+        opts.flags = if native {
+            bpf::XDP_FLAGS_DRV_MODE
+        } else {
+            bpf::XDP_FLAGS_SKB_MODE
+        };
         // SAFETY: `prog_fd` is a loaded XDP program; `opts` is sized and outlives the call.
         let fd = unsafe { bpf::bpf_link_create(prog_fd, ifindex as i32, bpf::BPF_XDP, &opts) };
         if fd < 0 {
-            return Err(bpf_err(format!("link XDP program to ifindex {ifindex}"), fd));
+            return Err(bpf_err(format!("attach XDP program to ifindex {ifindex}"), fd));
         }
         Ok(XdpLink { fd })
     }

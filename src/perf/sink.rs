@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::GenError;
 use super::hist::{BUCKETS, Histogram};
-use super::obj::{BpfObject, TcAttach, XdpAttach, ifindex, percpu_sum, percpu_values};
+use super::obj::{BpfObject, TcAttach, XdpLink, ifindex, percpu_sum, percpu_values};
 
 /// Where the sink program hooks in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,7 +33,7 @@ pub struct Sink {
     obj: BpfObject,
     stats: RawFd,
     lat: RawFd,
-    _xdp: Option<XdpAttach>,
+    _xdp: Option<XdpLink>,
     _tc: Option<TcAttach>,
 }
 
@@ -51,7 +51,7 @@ impl Sink {
         let (mut xdp, mut tc) = (None, None);
         match hook {
             SinkHook::Tc => tc = Some(TcAttach::new(idx, obj.prog_fd)?),
-            SinkHook::Xdp => xdp = Some(XdpAttach::new(idx, obj.prog_fd, true)?),
+            SinkHook::Xdp => xdp = Some(XdpLink::new(idx, obj.prog_fd, true)?),
         }
         Ok(Sink {
             obj,
