@@ -200,59 +200,32 @@ impl Drop for XdpLink {
     }
 }
 
-/// Handle and priority of the sink's tc filter.
-const TC_HANDLE: u32 = 0x7873;
-
-/// A tc clsact ingress filter; removed (with the qdisc, if this created it) on drop.
-pub struct TcAttach {
-    hook: bpf::bpf_tc_hook,
-    created: bool,
+/// A tc program at an interface's ingress through a tcx BPF link (kernel 6.6 or later): like
+/// [`XdpLink`], gone with its descriptor, so a killed sink leaves no drop-everything filter
+/// behind, and no clsact qdisc to create or remove.
+pub struct TcxLink {
+    fd: RawFd,
 }
 
-fn tc_opts() -> bpf::bpf_tc_opts {
-    bpf::bpf_tc_opts {
-        sz: std::mem::size_of::<bpf::bpf_tc_opts>() as _,
-        handle: TC_HANDLE,
-        priority: TC_HANDLE,
-        ..Default::default()
-    }
-}
-
-impl TcAttach {
+impl TcxLink {
     /// Attaches tc program `prog_fd` at the ingress of `ifindex`.
-    pub fn new(ifindex: u32, prog_fd: RawFd) -> Result<TcAttach, GenError> {
-        let mut hook = bpf::bpf_tc_hook {
-            sz: std::mem::size_of::<bpf::bpf_tc_hook>() as _,
-            ifindex: ifindex as i32,
-            attach_point: bpf::BPF_TC_INGRESS,
-            ..Default::default()
-        };
-        // SAFETY: `hook` is a valid, sized hook description.
-        let rc = unsafe { bpf::bpf_tc_hook_create(&mut hook) };
-        if rc != 0 && rc != -libc::EEXIST {
-            return Err(bpf_err("create clsact qdisc", rc));
+    pub fn ingress(ifindex: u32, prog_fd: RawFd) -> Result<TcxLink, GenError> {
+        // SAFETY: bpf_link_create_opts is plain data; zero is its documented default.
+        let mut opts: bpf::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<bpf::bpf_link_create_opts>() as _;
+        // SAFETY: `prog_fd` is a loaded tc program; `opts` is sized and outlives the call.
+        let fd = unsafe { bpf::bpf_link_create(prog_fd, ifindex as i32, bpf::BPF_TCX_INGRESS, &opts) };
+        if fd < 0 {
+            return Err(bpf_err(format!("attach tc program to ifindex {ifindex} (tcx)"), fd));
         }
-        let mut opts = tc_opts();
-        opts.prog_fd = prog_fd;
-        opts.flags = bpf::BPF_TC_F_REPLACE;
-        // SAFETY: `hook` and `opts` are valid, sized descriptions; prog_fd is a loaded tc program.
-        let rc2 = unsafe { bpf::bpf_tc_attach(&hook, &mut opts) };
-        if rc2 != 0 {
-            return Err(bpf_err("attach tc filter", rc2));
-        }
-        Ok(TcAttach { hook, created: rc == 0 })
+        Ok(TcxLink { fd })
     }
 }
 
-impl Drop for TcAttach {
+impl Drop for TcxLink {
     fn drop(&mut self) {
-        let opts = tc_opts();
-        // SAFETY: `hook` and `opts` are valid, sized descriptions.
-        unsafe { bpf::bpf_tc_detach(&self.hook, &opts) };
-        if self.created {
-            // SAFETY: as above; destroys the clsact qdisc this attach created.
-            unsafe { bpf::bpf_tc_hook_destroy(&mut self.hook) };
-        }
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(self.fd) };
     }
 }
 

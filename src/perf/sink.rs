@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::GenError;
 use super::hist::{BUCKETS, Histogram};
-use super::obj::{BpfObject, TcAttach, XdpLink, ifindex, percpu_sum, percpu_values};
+use super::obj::{BpfObject, TcxLink, XdpLink, ifindex, percpu_sum, percpu_values};
 
 /// Where the sink program hooks in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkHook {
-    /// tc clsact ingress: cheapest behind forwarders that emit skbs.
+    /// tc ingress (a tcx link): cheapest behind forwarders that emit skbs.
     Tc,
     /// Native XDP: needed behind XDP_REDIRECT forwarders (the peer must run NAPI).
     Xdp,
@@ -34,7 +34,7 @@ pub struct Sink {
     stats: RawFd,
     lat: RawFd,
     _xdp: Option<XdpLink>,
-    _tc: Option<TcAttach>,
+    _tc: Option<TcxLink>,
 }
 
 impl Sink {
@@ -50,7 +50,7 @@ impl Sink {
         let lat = obj.map("sink_lat")?;
         let (mut xdp, mut tc) = (None, None);
         match hook {
-            SinkHook::Tc => tc = Some(TcAttach::new(idx, obj.prog_fd)?),
+            SinkHook::Tc => tc = Some(TcxLink::ingress(idx, obj.prog_fd)?),
             SinkHook::Xdp => xdp = Some(XdpLink::new(idx, obj.prog_fd, true)?),
         }
         Ok(Sink {
