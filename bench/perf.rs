@@ -750,7 +750,7 @@ fn redirect_contender(o: &Opts, rep: &mut Report, idx: usize) -> Res<()> {
         // SAFETY: `redir_cfg` is an array of one 16-byte struct (6 + 6 + u32), key u32.
         unsafe { xvs::perf::obj::update(fd, &0u32, &v).map_err(e)? };
         let idx = xvs::perf::obj::ifindex("lb0").map_err(e)?;
-        let at = xvs::perf::obj::XdpLink::new(idx, obj.prog_fd, true).map_err(e)?;
+        let at = xvs::perf::obj::BpfLink::xdp(idx, obj.prog_fd, true).map_err(e)?;
         // The attachment dies with the namespace; the object must outlive the measurements.
         std::mem::forget(at);
         Ok(obj)

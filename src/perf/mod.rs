@@ -200,7 +200,7 @@ pub fn generate(args: &GenArgs) -> Result<GenReport, GenError> {
     // 20-60 ms, and paced runs fell short of their rate. Not fatal when it fails (lo has a
     // program already): runs are slower to start, that is all.
     // A link, not a netlink attachment: it goes when the process does, even when killed.
-    let _keep = match ifindex("lo").and_then(|lo| obj::XdpLink::new(lo, obj.prog_fd, false)) {
+    let _keep = match ifindex("lo").and_then(|lo| obj::BpfLink::xdp(lo, obj.prog_fd, false)) {
         Ok(a) => Some(a),
         Err(e) => {
             tracing::warn!(error = %e, "could not keep the generator in the XDP dispatcher; test runs start slowly");

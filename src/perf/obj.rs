@@ -166,63 +166,52 @@ pub fn possible_cpus() -> Result<usize, GenError> {
     Ok(n as usize)
 }
 
-/// An XDP program attached to an interface through a BPF link: detached when the link's
-/// descriptor closes, on drop or when the process dies however it dies, so that a killed sink or
-/// generator leaves no program behind on an interface.
-pub struct XdpLink {
+/// A program attached to an interface through a BPF link (XDP, or tc ingress through tcx):
+/// detached when the link's descriptor closes, on drop or when the process dies however it dies,
+/// so that a killed sink or generator leaves no program behind on an interface (and no clsact
+/// qdisc to create or remove).
+pub struct BpfLink {
     fd: RawFd,
 }
 
-impl XdpLink {
-    /// Attaches `prog_fd` to `ifindex`, native (driver) mode or generic.
-    pub fn new(ifindex: u32, prog_fd: RawFd, native: bool) -> Result<XdpLink, GenError> {
-        // SAFETY: bpf_link_create_opts is plain data; zero is its documented default.
-        let mut opts: bpf::bpf_link_create_opts = unsafe { std::mem::zeroed() };
-        opts.sz = std::mem::size_of::<bpf::bpf_link_create_opts>() as _;
-        opts.flags = if native {
+impl BpfLink {
+    /// Attaches XDP program `prog_fd` to `ifindex`, native (driver) mode or generic.
+    pub fn xdp(ifindex: u32, prog_fd: RawFd, native: bool) -> Result<BpfLink, GenError> {
+        let mode = if native {
             bpf::XDP_FLAGS_DRV_MODE
         } else {
             bpf::XDP_FLAGS_SKB_MODE
         };
-        // SAFETY: `prog_fd` is a loaded XDP program; `opts` is sized and outlives the call.
-        let fd = unsafe { bpf::bpf_link_create(prog_fd, ifindex as i32, bpf::BPF_XDP, &opts) };
-        if fd < 0 {
-            return Err(bpf_err(format!("attach XDP program to ifindex {ifindex}"), fd));
-        }
-        Ok(XdpLink { fd })
+        Self::create(prog_fd, ifindex, bpf::BPF_XDP, mode, "XDP")
     }
-}
 
-impl Drop for XdpLink {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is ours and closed once.
-        unsafe { libc::close(self.fd) };
+    /// Attaches tc program `prog_fd` at the ingress of `ifindex` (tcx: kernel 6.6 or later).
+    pub fn tc_ingress(ifindex: u32, prog_fd: RawFd) -> Result<BpfLink, GenError> {
+        Self::create(prog_fd, ifindex, bpf::BPF_TCX_INGRESS, 0, "tcx ingress")
     }
-}
 
-/// A tc program at an interface's ingress through a tcx BPF link (kernel 6.6 or later): like
-/// [`XdpLink`], gone with its descriptor, so a killed sink leaves no drop-everything filter
-/// behind, and no clsact qdisc to create or remove.
-pub struct TcxLink {
-    fd: RawFd,
-}
-
-impl TcxLink {
-    /// Attaches tc program `prog_fd` at the ingress of `ifindex`.
-    pub fn ingress(ifindex: u32, prog_fd: RawFd) -> Result<TcxLink, GenError> {
+    fn create(
+        prog_fd: RawFd,
+        ifindex: u32,
+        attach: bpf::bpf_attach_type,
+        flags: u32,
+        what: &str,
+    ) -> Result<BpfLink, GenError> {
         // SAFETY: bpf_link_create_opts is plain data; zero is its documented default.
         let mut opts: bpf::bpf_link_create_opts = unsafe { std::mem::zeroed() };
         opts.sz = std::mem::size_of::<bpf::bpf_link_create_opts>() as _;
-        // SAFETY: `prog_fd` is a loaded tc program; `opts` is sized and outlives the call.
-        let fd = unsafe { bpf::bpf_link_create(prog_fd, ifindex as i32, bpf::BPF_TCX_INGRESS, &opts) };
+        opts.flags = flags;
+        // SAFETY: `prog_fd` is a loaded program of the type `attach` takes; `opts` is sized and
+        // outlives the call.
+        let fd = unsafe { bpf::bpf_link_create(prog_fd, ifindex as i32, attach, &opts) };
         if fd < 0 {
-            return Err(bpf_err(format!("attach tc program to ifindex {ifindex} (tcx)"), fd));
+            return Err(bpf_err(format!("attach {what} program to ifindex {ifindex}"), fd));
         }
-        Ok(TcxLink { fd })
+        Ok(BpfLink { fd })
     }
 }
 
-impl Drop for TcxLink {
+impl Drop for BpfLink {
     fn drop(&mut self) {
         // SAFETY: the descriptor is ours and closed once.
         unsafe { libc::close(self.fd) };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::GenError;
 use super::hist::{BUCKETS, Histogram};
-use super::obj::{BpfObject, TcxLink, XdpLink, ifindex, percpu_sum, percpu_values};
+use super::obj::{BpfLink, BpfObject, ifindex, percpu_sum, percpu_values};
 
 /// Where the sink program hooks in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,8 +33,8 @@ pub struct Sink {
     obj: BpfObject,
     stats: RawFd,
     lat: RawFd,
-    _xdp: Option<XdpLink>,
-    _tc: Option<TcxLink>,
+    _xdp: Option<BpfLink>,
+    _tc: Option<BpfLink>,
 }
 
 impl Sink {
@@ -50,8 +50,8 @@ impl Sink {
         let lat = obj.map("sink_lat")?;
         let (mut xdp, mut tc) = (None, None);
         match hook {
-            SinkHook::Tc => tc = Some(TcxLink::ingress(idx, obj.prog_fd)?),
-            SinkHook::Xdp => xdp = Some(XdpLink::new(idx, obj.prog_fd, true)?),
+            SinkHook::Tc => tc = Some(BpfLink::tc_ingress(idx, obj.prog_fd)?),
+            SinkHook::Xdp => xdp = Some(BpfLink::xdp(idx, obj.prog_fd, true)?),
         }
         Ok(Sink {
             obj,
