@@ -1058,6 +1058,12 @@ fn write_results(o: &Opts, r: &Report) -> Res<String> {
             )?;
         }
     }
+    if !r.rounds.is_empty() {
+        writeln!(
+            s,
+            "\nWhere a ratio from the separate cells and the same ratio from the paired rounds disagree, trust the paired rounds: their contenders were measured in turn, seconds apart, rather than minutes apart."
+        )?;
+    }
     writeln!(s, "\n## Director counters at exit\n")?;
     for n in &r.notes {
         writeln!(s, "- `{n}`")?;
