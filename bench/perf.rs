@@ -151,11 +151,7 @@ fn topo(prefix: &str) -> Res<Topo> {
         "route add 2001:2:0:ff::/64 via 2001:2:0:1::2".into(),
         format!("neigh replace 2001:2:0:1::2 lladdr {CLI_MAC} dev lb0 nud permanent"),
     ];
-    for r in RS
-        .iter()
-        .map(ToString::to_string)
-        .chain(RS6.iter().map(|s| s.to_string()))
-    {
+    for r in RS.iter().map(ToString::to_string).chain(RS6.map(String::from)) {
         l.push(format!("neigh replace {r} lladdr {RS_MAC} dev lb1 nud permanent"));
     }
     lb.ip_batch(&l)?;
@@ -750,10 +746,9 @@ fn redirect_contender(o: &Opts, rep: &mut Report, idx: usize) -> Res<()> {
         // SAFETY: `redir_cfg` is an array of one 16-byte struct (6 + 6 + u32), key u32.
         unsafe { xvs::perf::obj::update(fd, &0u32, &v).map_err(e)? };
         let idx = xvs::perf::obj::ifindex("lb0").map_err(e)?;
-        let at = xvs::perf::obj::BpfLink::xdp(idx, obj.prog_fd, true).map_err(e)?;
-        // The attachment dies with the namespace; the object must outlive the measurements.
-        std::mem::forget(at);
-        Ok(obj)
+        // Both live until the measurements are done; the link detaches when dropped.
+        let link = xvs::perf::obj::BpfLink::xdp(idx, obj.prog_fd, true).map_err(e)?;
+        Ok((obj, link))
     })?;
     let dst = VIPS[0].1;
     rep.cells.push(cell(o, &t, name, "est redirect", &est(dst, 1), "xdp"));

@@ -110,20 +110,10 @@ pub fn percpu_sum(fd: RawFd, key: u32) -> Result<u64, GenError> {
     Ok(vals.iter().sum())
 }
 
-/// The per-CPU `u64` values at `key` of per-CPU array `fd`.
+/// The per-CPU `u64` values at `key` of per-CPU array `fd` (a map of `u64` values).
 pub fn percpu_values(fd: RawFd, key: u32) -> Result<Vec<u64>, GenError> {
-    // SAFETY: no arguments; returns the count or a negative error.
-    let n = unsafe { bpf::libbpf_num_possible_cpus() };
-    if n <= 0 {
-        return Err(bpf_err("count possible CPUs", n));
-    }
-    let mut vals = vec![0u64; n as usize];
-    // SAFETY: a per-CPU map of u64 values fills one u64 per possible CPU: `vals` has that many.
-    let rc = unsafe { bpf::bpf_map_lookup_elem(fd, (&key as *const u32).cast(), vals.as_mut_ptr().cast()) };
-    if rc != 0 {
-        return Err(bpf_err("read per-CPU map", rc));
-    }
-    Ok(vals)
+    // SAFETY: the maps this is used on hold one u64 per CPU, 8 bytes as the kernel lays them out.
+    unsafe { percpu_read::<u64>(fd, key) }
 }
 
 /// The values at `key` of per-CPU array `fd`, one `T` per possible CPU.
