@@ -199,15 +199,20 @@ impl Pipeline {
     ///
     /// While the connection table is small enough to stay in the cache there is nothing to
     /// prefetch, and frames are not looked at: `process` classifies them as it goes.
+    #[inline]
     pub fn look_ahead(&mut self, frame: &[u8]) {
         if self.next_ahead > 0 {
             // A new batch: whatever is left of the last one (not processed) is stale.
             self.ahead.clear();
             self.next_ahead = 0;
         }
-        if self.ahead.len() >= AHEAD_MAX || !self.table.is_large() {
-            return;
+        if self.ahead.len() < AHEAD_MAX && self.table.is_large() {
+            self.look_at(frame);
         }
+    }
+
+    /// Classifies one frame of a batch ahead and starts loading its bucket.
+    fn look_at(&mut self, frame: &[u8]) {
         let class = self.classify(frame).unwrap_or_else(Class::Done);
         if let Class::In { h, .. } | Class::Out { h, .. } = class {
             self.table.prefetch(h);
@@ -238,8 +243,12 @@ impl Pipeline {
             }
             None => self.classify(frame.bytes()),
         };
-        let v = match class.and_then(|c| self.act(frame, c, in_port, now)) {
-            Ok(v) | Err(v) => v,
+        // The class by reference: it is large, and each move of it copies it.
+        let v = match class {
+            Ok(ref c) => match self.act(frame, c, in_port, now) {
+                Ok(v) | Err(v) => v,
+            },
+            Err(v) => v,
         };
         match v {
             Verdict::Forward { .. } => self.stats.forwarded += 1,
@@ -278,17 +287,17 @@ impl Pipeline {
     }
 
     /// Does what the look at a frame found: the connection lookup or a new one, and the rewrite.
-    fn act(&mut self, frame: &mut Frame<'_>, class: Class, in_port: u16, now: Instant) -> Step<Verdict> {
-        match class {
+    fn act(&mut self, frame: &mut Frame<'_>, class: &Class, in_port: u16, now: Instant) -> Step<Verdict> {
+        match *class {
             Class::Done(v) => Ok(v),
-            Class::In { p, proto, si, h } => self.inbound(frame, &p, proto, si, h, in_port, now),
-            Class::Out { p, proto, laddr, h } => {
+            Class::In { ref p, proto, si, h } => self.inbound(frame, p, proto, si, h, in_port, now),
+            Class::Out { ref p, proto, laddr, h } => {
                 let now_ns = self.clock(now);
                 match self
                     .table
-                    .lookup_hashed(Dir::Out, &tuple(&p, proto), h, p.tcp_flags, now_ns)
+                    .lookup_hashed(Dir::Out, &tuple(p, proto), h, p.tcp_flags, now_ns)
                 {
-                    Some(c) => self.outbound(frame, &p, &c),
+                    Some(ref c) => self.outbound(frame, p, c),
                     // To a local address but no connection: nobody else can want it.
                     None if laddr => Err(drop(DropReason::NoConnection)),
                     None => Ok(Verdict::PassToKernel),
@@ -489,8 +498,12 @@ impl Pipeline {
     ) -> Step<Verdict> {
         let t = tuple(p, proto);
         let now_ns = self.clock(now);
-        let c = match self.table.lookup_hashed(Dir::In, &t, h, p.tcp_flags, now_ns) {
-            Some(c) => {
+        // The found connection is used where it lies: a `Conn` is 96 bytes, and merging it with
+        // a new one into one variable would copy it.
+        let found = self.table.lookup_hashed(Dir::In, &t, h, p.tcp_flags, now_ns);
+        let made;
+        let c = match found {
+            Some(ref c) => {
                 if self.snap.services[si as usize].expire_nodest_conn && !self.snap.dest_alive(c.dest_id) {
                     self.table.remove(Dir::In, &t);
                     return Err(drop(DropReason::NoDest));
@@ -502,7 +515,8 @@ impl Pipeline {
                 if proto == Proto::Tcp && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN {
                     return Err(drop(DropReason::NoConnection));
                 }
-                self.new_conn(p, proto, si, h, now)?
+                made = self.new_conn(p, proto, si, h, now)?;
+                &made
             }
         };
         // NAT and FULLNAT route the packet; DR and TUN leave the client's IP header as it is.
@@ -513,11 +527,11 @@ impl Pipeline {
         let len = (p.end - p.l3) as u64;
         let bytes = frame.bytes_mut();
         match c.method {
-            Method::Nat => nat::inbound(bytes, p, &c, &hop),
-            Method::FullNat => fullnat::inbound(bytes, p, &c, &hop),
+            Method::Nat => nat::inbound(bytes, p, c, &hop),
+            Method::FullNat => fullnat::inbound(bytes, p, c, &hop),
             Method::Dr => dr::inbound(bytes, &hop),
             Method::Tun => {
-                let v = self.tunnel(frame, p.l3, p.end, &c, &hop, in_port)?;
+                let v = self.tunnel(frame, p.l3, p.end, c, &hop, in_port)?;
                 if matches!(v, Verdict::Forward { .. }) {
                     self.count(c.dest_id, true, len);
                 }
