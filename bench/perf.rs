@@ -704,8 +704,8 @@ fn paired_contender(o: &Opts, rep: &mut Report, idx: usize) -> Res<()> {
     };
     for i in 0..rounds {
         let mut r = Round::default();
-        // Odd rounds run the contenders in the reverse order, so that a drift within a round
-        // favours neither side of a ratio.
+        // Rounds 2, 4, ... (`i` odd) run the contenders in the reverse order, so that a drift
+        // within a round favours neither side of a ratio.
         let mut steps = [0, 1, 2];
         if i % 2 == 1 {
             steps.reverse();

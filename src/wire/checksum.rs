@@ -38,22 +38,6 @@ pub fn sum(data: &[u8]) -> u32 {
     s as u32
 }
 
-/// [`sum`] of exactly 20 bytes (an IPv4 header without options): two 8-byte words and a 4-byte one.
-#[inline]
-pub fn sum20(h: &[u8; 20]) -> u32 {
-    let (a, rest) = h.split_at(8);
-    let (b, c) = rest.split_at(8);
-    let word = |x: &[u8]| {
-        let v = u64::from_be_bytes(x.try_into().unwrap_or([0; 8]));
-        (v >> 32) + (v & 0xffff_ffff)
-    };
-    let c = u64::from(u32::from_be_bytes(c.try_into().unwrap_or([0; 4])));
-    let mut acc = word(a) + word(b) + c;
-    acc = (acc & 0xffff_ffff) + (acc >> 32);
-    let s = (acc & 0xffff) + (acc >> 16);
-    ((s & 0xffff) + (s >> 16)) as u32
-}
-
 /// Folds a partial sum to 16 bits (not inverted).
 #[inline]
 pub fn fold(mut s: u32) -> u16 {
@@ -140,18 +124,12 @@ mod tests {
         assert_eq!(finish(sum(&h)), 0xb861);
         h[10..12].copy_from_slice(&0xb861u16.to_be_bytes());
         assert_eq!(fold(sum(&h)), 0xffff);
-        assert_eq!(fold(sum20(&h)), 0xffff);
     }
 
     proptest! {
         #[test]
         fn sum_matches_reference(data in proptest::collection::vec(any::<u8>(), 0..1600)) {
             prop_assert_eq!(finish(sum(&data)), reference(&data));
-        }
-
-        #[test]
-        fn sum20_matches_reference(h in any::<[u8; 20]>()) {
-            prop_assert_eq!(finish(sum20(&h)), reference(&h));
         }
 
         #[test]
