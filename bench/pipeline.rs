@@ -116,7 +116,7 @@ impl Bench {
         for f in frames.take(self.bufs.len()) {
             let b = &mut self.bufs[n][HEADROOM..HEADROOM + f.len()];
             b.copy_from_slice(f);
-            self.d.pipeline.look_ahead(b);
+            self.d.pipeline.look_ahead(b, now);
             lens[n] = f.len();
             n += 1;
         }

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::conn::{Conn, ConnTable, Dir, InsertError, NewConn, Tuple};
+use crate::conn::{Conn, ConnTable, Dir, FragKey, FragTable, InsertError, NewConn, Tuple};
 use crate::sched::{SchedKey, Scheduler};
 use crate::service::{Hop, ServiceTable, SvcKey};
 use crate::stats::{DropReason, Stats};
@@ -128,6 +128,8 @@ pub struct Pipeline {
     next_ahead: usize,
     /// The connection table's clock for the last `now` seen.
     clock: Option<(Instant, u64)>,
+    /// The ports of fragmented datagrams whose first fragment this worker forwarded.
+    frags: FragTable,
 }
 
 impl Pipeline {
@@ -147,6 +149,7 @@ impl Pipeline {
             ahead: Vec::with_capacity(AHEAD_MAX),
             next_ahead: 0,
             clock: None,
+            frags: FragTable::default(),
         }
     }
 
@@ -195,25 +198,27 @@ impl Pipeline {
     /// starts loading its connection's index bucket. The I/O shells call it for every frame of a
     /// batch, in order, then [`Pipeline::process`] for each in the same order, so that the cache
     /// misses of a whole batch are in flight together. Once every frame is looked at, the first
-    /// `process` call prefetches the connection entries the buckets point to.
+    /// `process` call prefetches the connection entries the buckets point to. `now` is the time
+    /// the batch will be processed at (a fragment is classified by what its datagram's first
+    /// fragment left, which expires).
     ///
     /// While the connection table is small enough to stay in the cache there is nothing to
     /// prefetch, and frames are not looked at: `process` classifies them as it goes.
     #[inline]
-    pub fn look_ahead(&mut self, frame: &[u8]) {
+    pub fn look_ahead(&mut self, frame: &[u8], now: Instant) {
         if self.next_ahead > 0 {
             // A new batch: whatever is left of the last one (not processed) is stale.
             self.ahead.clear();
             self.next_ahead = 0;
         }
         if self.ahead.len() < AHEAD_MAX && self.table.is_large() {
-            self.look_at(frame);
+            self.look_at(frame, now);
         }
     }
 
     /// Classifies one frame of a batch ahead and starts loading its bucket.
-    fn look_at(&mut self, frame: &[u8]) {
-        let class = self.classify(frame).unwrap_or_else(Class::Done);
+    fn look_at(&mut self, frame: &[u8], now: Instant) {
+        let class = self.classify(frame, now).unwrap_or_else(Class::Done);
         if let Class::In { h, .. } | Class::Out { h, .. } = class {
             self.table.prefetch(h);
         }
@@ -239,9 +244,9 @@ impl Pipeline {
                 // Not the frame looked at next: the look-ahead no longer matches this batch.
                 self.ahead.clear();
                 self.next_ahead = 0;
-                self.classify(frame.bytes())
+                self.classify(frame.bytes(), now)
             }
-            None => self.classify(frame.bytes()),
+            None => self.classify(frame.bytes(), now),
         };
         // The class by reference: it is large, and each move of it copies it.
         let v = match class {
@@ -307,7 +312,7 @@ impl Pipeline {
         }
     }
 
-    fn classify(&self, b: &[u8]) -> Step<Class> {
+    fn classify(&mut self, b: &[u8], now: Instant) -> Step<Class> {
         let (l3, etype) = {
             let eth = ethernet::Frame::new_checked(b).map_err(|_| drop(DropReason::EthMalformed))?;
             // VLAN-tagged service traffic is not served yet: the kernel keeps tagged frames.
@@ -317,13 +322,13 @@ impl Pipeline {
             (eth.header_len(), eth.ethertype())
         };
         match etype {
-            ethertype::IPV4 => self.ipv4(b, l3),
-            ethertype::IPV6 => self.ipv6(b, l3),
+            ethertype::IPV4 => self.ipv4(b, l3, now),
+            ethertype::IPV6 => self.ipv6(b, l3, now),
             _ => Ok(Class::Done(Verdict::PassToKernel)),
         }
     }
 
-    fn ipv4(&self, b: &[u8], l3: usize) -> Step<Class> {
+    fn ipv4(&mut self, b: &[u8], l3: usize, now: Instant) -> Step<Class> {
         let ip = ipv4::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv4Malformed))?;
         if !ip.verify_checksum() {
             return Err(drop(DropReason::Ipv4Checksum));
@@ -335,15 +340,12 @@ impl Pipeline {
             ip.protocol(),
             ip.ttl(),
         );
-        if ip.is_fragment() {
-            return self.fragment(dst);
-        }
         match proto {
             ip_proto::TCP | ip_proto::UDP => {
                 let mut p = Parsed {
-                    l3,
-                    l4,
-                    end,
+                    l3: l3 as u32,
+                    l4: l4 as u32,
+                    end: end as u32,
                     v6: false,
                     proto,
                     src,
@@ -352,10 +354,16 @@ impl Pipeline {
                     dport: 0,
                     tcp_flags: 0,
                     ttl,
+                    later_fragment: false,
                 };
-                self.l4(b, &mut p)?;
+                if ip.is_fragment() {
+                    p.later_fragment = ip.frag_offset() != 0;
+                    return self.follow(b, p, u32::from(ip.ident()), now);
+                }
+                self.l4(b, &mut p, true)?;
                 self.transport(p)
             }
+            _ if ip.is_fragment() => Ok(Class::Done(self.unfollowed(dst))),
             ip_proto::ICMP => {
                 let t = *b.get(l4).ok_or_else(|| drop(DropReason::IcmpMalformed))?;
                 if !icmp::is_error_v4(t) {
@@ -375,22 +383,19 @@ impl Pipeline {
         }
     }
 
-    fn ipv6(&self, b: &[u8], l3: usize) -> Step<Class> {
+    fn ipv6(&mut self, b: &[u8], l3: usize, now: Instant) -> Step<Class> {
         let ip = ipv6::Packet::new_checked(&b[l3..]).map_err(|_| drop(DropReason::Ipv6Malformed))?;
         let (src, dst) = (Addr::from(ip.src_addr()), Addr::from(ip.dst_addr()));
         let end = l3 + 40 + usize::from(ip.payload_len());
         let ttl = ip.hop_limit();
         let ul = ip.upper_layer().map_err(|_| drop(DropReason::Ipv6Malformed))?;
-        if ul.fragment.is_some() {
-            return self.fragment(dst);
-        }
         let l4 = l3 + ul.offset;
         match ul.proto {
             ip_proto::TCP | ip_proto::UDP => {
                 let mut p = Parsed {
-                    l3,
-                    l4,
-                    end,
+                    l3: l3 as u32,
+                    l4: l4 as u32,
+                    end: end as u32,
                     v6: true,
                     proto: ul.proto,
                     src,
@@ -399,10 +404,16 @@ impl Pipeline {
                     dport: 0,
                     tcp_flags: 0,
                     ttl,
+                    later_fragment: false,
                 };
-                self.l4(b, &mut p)?;
+                if let Some(f) = ul.fragment {
+                    p.later_fragment = f.offset != 0;
+                    return self.follow(b, p, f.ident, now);
+                }
+                self.l4(b, &mut p, true)?;
                 self.transport(p)
             }
+            _ if ul.fragment.is_some() => Ok(Class::Done(self.unfollowed(dst))),
             ip_proto::ICMPV6 => {
                 let t = *b
                     .get(l4)
@@ -425,26 +436,60 @@ impl Pipeline {
         }
     }
 
-    /// xvs does not reassemble: fragments for a VIP are dropped, others go to the kernel.
-    fn fragment(&self, dst: Addr) -> Step<Class> {
+    /// A fragment xvs does not follow (of another protocol, or a later one whose first fragment
+    /// it has not seen): dropped when it is for a VIP or a local address, else the kernel's.
+    fn unfollowed(&self, dst: Addr) -> Verdict {
         if self.snap.is_vip(dst) || self.snap.is_laddr(dst) {
-            Err(drop(DropReason::Fragment))
+            drop(DropReason::Fragment)
         } else {
-            Ok(Class::Done(Verdict::PassToKernel))
+            Verdict::PassToKernel
         }
     }
 
+    /// Classifies a fragment of a TCP or UDP datagram (identification `id`) as its datagram's
+    /// first fragment was (see [`crate::conn::frag`]). The first is classified by its own ports,
+    /// which it must hold whole (RFC 1858's tiny fragments are malformed), and leaves them for the
+    /// later ones; a later one is classified by those ports, as any packet that carried them.
+    #[cold]
+    fn follow(&mut self, b: &[u8], mut p: Parsed, id: u32, now: Instant) -> Step<Class> {
+        let now_ns = self.clock(now);
+        let key = FragKey {
+            src: p.src,
+            dst: p.dst,
+            id,
+            proto: p.proto,
+        };
+        if p.later_fragment {
+            let Some((sport, dport)) = self.frags.ports(&key, now_ns) else {
+                return Ok(Class::Done(self.unfollowed(p.dst)));
+            };
+            (p.sport, p.dport) = (sport, dport);
+        } else {
+            self.l4(b, &mut p, false)?;
+        }
+        let class = self.transport(p)?;
+        if !p.later_fragment && matches!(class, Class::In { .. } | Class::Out { .. }) {
+            self.frags.insert(key, p.sport, p.dport, now_ns);
+        }
+        Ok(class)
+    }
+
     /// Reads the ports (and TCP flags) into `p`; a malformed header is dropped only when it is ours.
-    /// Fills in the ports and TCP flags. In place rather than by value: a `Parsed` moved through a
-    /// `Result` is copied in pieces that the loads of its addresses cannot forward from.
-    fn l4(&self, b: &[u8], p: &mut Parsed) -> Step<()> {
-        let seg = b.get(p.l4..p.end).unwrap_or(&[]);
+    /// `whole`: the segment is all there (not a first fragment), so a UDP length must match it.
+    /// In place rather than by value: a `Parsed` moved through a `Result` is copied in pieces that
+    /// the loads of its addresses cannot forward from.
+    fn l4(&self, b: &[u8], p: &mut Parsed, whole: bool) -> Step<()> {
+        let seg = b.get(p.l4 as usize..p.end as usize).unwrap_or(&[]);
         let ok = if p.proto == ip_proto::TCP {
             tcp::Packet::new_checked(seg)
                 .map(|t| (t.src_port(), t.dst_port(), t.flags()))
                 .ok()
-        } else {
+        } else if whole {
             udp::Packet::new_checked(seg)
+                .map(|u| (u.src_port(), u.dst_port(), 0))
+                .ok()
+        } else {
+            udp::Packet::new_checked_header(seg)
                 .map(|u| (u.src_port(), u.dst_port(), 0))
                 .ok()
         };
@@ -524,14 +569,14 @@ impl Pipeline {
             check_ttl(p)?;
         }
         let hop = self.hop(c.daddr)?;
-        let len = (p.end - p.l3) as u64;
+        let len = u64::from(p.end - p.l3);
         let bytes = frame.bytes_mut();
         match c.method {
             Method::Nat => nat::inbound(bytes, p, c, &hop),
             Method::FullNat => fullnat::inbound(bytes, p, c, &hop),
             Method::Dr => dr::inbound(bytes, &hop),
             Method::Tun => {
-                let v = self.tunnel(frame, p.l3, p.end, c, &hop, in_port)?;
+                let v = self.tunnel(frame, p.l3 as usize, p.end as usize, c, &hop, in_port)?;
                 if matches!(v, Verdict::Forward { .. }) {
                     self.count(c.dest_id, true, len);
                 }
@@ -558,7 +603,7 @@ impl Pipeline {
     fn outbound(&mut self, frame: &mut Frame<'_>, p: &Parsed, c: &Conn) -> Step<Verdict> {
         check_ttl(p)?;
         let hop = self.hop(c.caddr)?;
-        let len = (p.end - p.l3) as u64;
+        let len = u64::from(p.end - p.l3);
         let bytes = frame.bytes_mut();
         match c.method {
             Method::Nat => nat::outbound(bytes, p, c, &hop),

@@ -311,8 +311,8 @@ impl Process for Worker {
     }
 
     #[inline]
-    fn look_ahead(&mut self, frame: &[u8]) {
-        self.pipeline.look_ahead(frame);
+    fn look_ahead(&mut self, frame: &[u8], now: Instant) {
+        self.pipeline.look_ahead(frame, now);
     }
 
     fn between_batches(&mut self, now: Instant) {

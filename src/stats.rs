@@ -37,7 +37,9 @@ drop_reasons! {
     L4Malformed => "l4_malformed",
     /// ICMP or ICMPv6 message truncated or quoting an unusable packet.
     IcmpMalformed => "icmp_malformed",
-    /// A fragment of a packet for a virtual service (xvs does not reassemble).
+    /// A fragment for a virtual service or local address that xvs cannot follow: a later fragment
+    /// whose first fragment it has not forwarded (lost, late or expired), or one of a protocol
+    /// other than TCP and UDP. xvs forwards fragments without reassembling them.
     Fragment => "fragment",
     /// TTL or hop limit would reach zero when forwarded.
     TtlExceeded => "ttl_exceeded",

@@ -20,7 +20,7 @@ fn fuzz_corpus_replays_cleanly() {
 /// Writes the seed corpus: `XVS_WRITE_CORPUS=1 cargo test --test corpus write_seed_corpus -- --ignored`.
 /// Seeds are the real keepalived captures of `../shared/vectors/vrrp` and frames for every
 /// service of the golden configuration (each method, TCP and UDP, both families, replies, ICMP
-/// errors, a fragment, ARP), each alone and in short sequences that open a connection first.
+/// errors, fragments, ARP), each alone and in short sequences that open a connection first.
 #[test]
 #[ignore]
 fn write_seed_corpus() {
@@ -123,4 +123,33 @@ fn write_seed_corpus() {
         d.extend_from_slice(b);
         write(d);
     }
+    // A UDP datagram to a NAT service in two fragments with valid headers: the first (padded to a
+    // whole number of 8-byte words for the pair format), then the later one, together and alone.
+    let mut dgram = Vec::new();
+    PacketBuilder::ethernet2(cli, lb0)
+        .ipv4([198, 18, 1, 2], [198, 18, 0, 10], 64)
+        .udp(40000, 7)
+        .write(&mut dgram, &[0x33; 56])
+        .unwrap();
+    let piece = |data: &[u8], word: u16| {
+        let mut f = dgram[..34].to_vec();
+        f[16..18].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        f[20..22].copy_from_slice(&word.to_be_bytes());
+        let mut h = etherparse::Ipv4Header::from_slice(&f[14..]).unwrap().0;
+        h.header_checksum = h.calc_header_checksum();
+        f[14..34].copy_from_slice(&h.to_bytes());
+        f.extend_from_slice(data);
+        f
+    };
+    let mut first = piece(&dgram[34..66], 0x2000);
+    first.extend_from_slice(&[0; 6]);
+    let later = piece(&dgram[66..], 4);
+    let mut pair = vec![0, (first.len() / 8) as u8];
+    pair.extend_from_slice(&first);
+    pair.push(0);
+    pair.extend_from_slice(&later);
+    std::fs::write(dir.join("seed-frag-pair"), pair).unwrap();
+    let mut alone = vec![0, 0];
+    alone.extend_from_slice(&later);
+    std::fs::write(dir.join("seed-frag-later"), alone).unwrap();
 }

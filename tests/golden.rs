@@ -460,10 +460,173 @@ fn truncated_frames_are_dropped_never_panic() {
     }
 }
 
+/// Splits a frame's IP payload (transport header and data) into fragments of `chunk` bytes (a
+/// multiple of 8) with identification `id`, as the sender's stack would; IPv4 or IPv6.
+fn fragments(f: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
+    let v4 = f[12..14] == [0x08, 0x00];
+    let hl = if v4 { 20 } else { 40 };
+    let payload = &f[14 + hl..];
+    let pieces: Vec<&[u8]> = payload.chunks(chunk).collect();
+    let mut out = Vec::new();
+    for (i, data) in pieces.iter().enumerate() {
+        let off = i * chunk;
+        let more = i + 1 < pieces.len();
+        let mut fr = f[..14 + hl].to_vec();
+        if v4 {
+            fr[16..18].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+            fr[18..20].copy_from_slice(&(id as u16).to_be_bytes());
+            let word = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+            fr[20..22].copy_from_slice(&word.to_be_bytes());
+            let mut h = Ipv4Header::from_slice(&fr[14..]).unwrap().0;
+            h.header_checksum = h.calc_header_checksum();
+            fr[14..34].copy_from_slice(&h.to_bytes());
+        } else {
+            let next = fr[14 + 6];
+            fr[14 + 4..14 + 6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+            fr[14 + 6] = 44;
+            fr.extend_from_slice(&[next, 0]);
+            fr.extend_from_slice(&(off as u16 | u16::from(more)).to_be_bytes());
+            fr.extend_from_slice(&id.to_be_bytes());
+        }
+        fr.extend_from_slice(data);
+        out.push(fr);
+    }
+    out
+}
+
+/// Puts fragments back together as the receiver's stack would: the first fragment's Ethernet and
+/// IP headers around every fragment's data, each where its offset says.
+fn reassemble(frags: &[Vec<u8>]) -> Vec<u8> {
+    let v4 = frags[0][12..14] == [0x08, 0x00];
+    let (hl, data_at) = if v4 { (20, 34) } else { (40, 62) };
+    let mut data = Vec::new();
+    for fr in frags {
+        let off = if v4 {
+            usize::from(u16::from_be_bytes([fr[20], fr[21]]) & 0x1fff) * 8
+        } else {
+            usize::from(u16::from_be_bytes([fr[56], fr[57]]) & 0xfff8)
+        };
+        assert_eq!(off, data.len(), "fragments in order, none missing");
+        data.extend_from_slice(&fr[data_at..]);
+    }
+    let mut whole = frags[0][..14 + hl].to_vec();
+    if v4 {
+        whole[16..18].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        whole[20..22].copy_from_slice(&[0, 0]);
+        let mut h = Ipv4Header::from_slice(&whole[14..]).unwrap().0;
+        h.header_checksum = h.calc_header_checksum();
+        whole[14..34].copy_from_slice(&h.to_bytes());
+    } else {
+        whole[14 + 4..14 + 6].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        whole[14 + 6] = frags[0][54];
+    }
+    whole.extend_from_slice(&data);
+    whole
+}
+
+/// The addresses and ports of a whole frame, read by etherparse.
+fn endpoints(f: &[u8]) -> (Ip, u16, u16) {
+    let s = SlicedPacket::from_ethernet(f).unwrap();
+    let ip = match &s.net {
+        Some(NetSlice::Ipv4(ip)) => Ip::V4(ip.header().source(), ip.header().destination()),
+        Some(NetSlice::Ipv6(ip)) => Ip::V6(ip.header().source(), ip.header().destination()),
+        other => panic!("no IP: {other:?}"),
+    };
+    let (sp, dp) = match s.transport {
+        Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port()),
+        Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port()),
+        other => panic!("not TCP/UDP: {other:?}"),
+    };
+    (ip, sp, dp)
+}
+
+fn same_ip(a: Ip, b: Ip) -> bool {
+    match (a, b) {
+        (Ip::V4(a1, a2), Ip::V4(b1, b2)) => a1 == b1 && a2 == b2,
+        (Ip::V6(a1, a2), Ip::V6(b1, b2)) => a1 == b1 && a2 == b2,
+        _ => false,
+    }
+}
+
+/// Runs every fragment through `d`, each expected to leave by `port`; returns what left.
+fn run_fragments(d: &mut Offline, frags: &[Vec<u8>], in_port: u16, port: u16, now: Instant, ctx: &str) -> Vec<Vec<u8>> {
+    frags
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (v, out) = run(d, f, in_port, now);
+            assert_eq!(v, Verdict::Forward { port }, "{ctx}: fragment {i}");
+            if f[12..14] == [0x08, 0x00] && out[12..14] == [0x08, 0x00] {
+                let h = Ipv4Header::from_slice(&out[14..]).unwrap().0;
+                assert_eq!(
+                    h.header_checksum,
+                    h.calc_header_checksum(),
+                    "{ctx}: fragment {i} header checksum"
+                );
+            }
+            out
+        })
+        .collect()
+}
+
+/// A datagram too large for the link, in fragments, through every method, protocol, direction and
+/// family: each fragment is forwarded as it comes, and what the real server (or the client) puts
+/// back together is the datagram rewritten as a whole one would be, its transport checksum right.
 #[test]
-fn fragments_for_a_vip_are_dropped() {
+fn fragmented_datagrams_follow_their_connection() {
+    let now = Instant::now();
+    let big: Vec<u8> = (0..3000u32).map(|i| (i * 7 + 1) as u8).collect();
+    for c in cases() {
+        let mut d = director();
+        let ctx = format!("{} {:?} fragmented", c.name, c.p);
+        let input = frame(CLI, LB0, c.client, 64, c.p, CPORT, c.vport, Seg::Syn, &big);
+        let frags = fragments(&input, 1232, 0x4242);
+        assert_eq!(frags.len(), 3, "{ctx}");
+        let out = run_fragments(&mut d, &frags, 0, 1, now, &ctx);
+        if c.method == "TUN" {
+            // Each fragment travels whole inside its own outer header.
+            for (f, o) in frags.iter().zip(&out) {
+                assert_eq!(&o[14 + 20..], &f[14..], "{ctx}: inner fragment intact");
+                assert_eq!(&o[14 + 16..14 + 20], &RIP4, "{ctx}: outer destination");
+            }
+            continue;
+        }
+        for o in &out {
+            assert_eq!(&o[..6], &RS, "{ctx}: to the real server's MAC");
+        }
+        let whole = reassemble(&out);
+        assert_checksums(&whole);
+        let (ip, sport, dport) = endpoints(&whole);
+        assert!(same_ip(ip, c.to_rs), "{ctx}: addresses {ip:?}");
+        assert_eq!(dport, c.rport, "{ctx}: real server port");
+        if c.method == "FULLNAT" {
+            assert!(sport >= 1024 && sport != CPORT, "{ctx}: local port {sport}");
+        } else {
+            assert_eq!(sport, CPORT, "{ctx}: client port");
+        }
+        assert!(whole.ends_with(&big), "{ctx}: data intact");
+
+        // The reply, as large, through the methods replies pass through.
+        if c.method == "NAT" || c.method == "FULLNAT" {
+            let reply = frame(RS, LB1, swap(c.to_rs), 64, c.p, c.rport, sport, Seg::SynAck, &big);
+            let back = run_fragments(&mut d, &fragments(&reply, 1232, 0x5151), 1, 0, now, &ctx);
+            let whole = reassemble(&back);
+            assert_checksums(&whole);
+            let (ip, sp, dp) = endpoints(&whole);
+            assert!(same_ip(ip, swap(c.client)), "{ctx}: reply addresses {ip:?}");
+            assert_eq!((sp, dp), (c.vport, CPORT), "{ctx}: reply ports");
+            assert!(whole.ends_with(&big), "{ctx}: reply data intact");
+        }
+    }
+}
+
+/// A later fragment is followed only after its own datagram's first, and not for ever.
+#[test]
+fn a_later_fragment_needs_its_first() {
     let mut d = director();
-    let mut f = frame(
+    let now = Instant::now();
+    let big = vec![0x5a; 2000];
+    let input = frame(
         CLI,
         LB0,
         Ip::V4(CIP4, [198, 18, 0, 10]),
@@ -472,17 +635,66 @@ fn fragments_for_a_vip_are_dropped() {
         CPORT,
         7,
         Seg::Syn,
+        &big,
+    );
+    let frags = fragments(&input, 1232, 7);
+    // Before its first: not followed, dropped (the datagram is for a VIP) and counted.
+    assert_eq!(run(&mut d, &frags[1], 0, now).0, Verdict::Drop(DropReason::Fragment));
+    assert_eq!(d.pipeline.stats.dropped[DropReason::Fragment as usize], 1);
+    assert_eq!(run(&mut d, &frags[0], 0, now).0, Verdict::Forward { port: 1 });
+    assert_eq!(run(&mut d, &frags[1], 0, now).0, Verdict::Forward { port: 1 });
+    // Another identification is another datagram.
+    let other = fragments(&input, 1232, 8);
+    assert_eq!(run(&mut d, &other[1], 0, now).0, Verdict::Drop(DropReason::Fragment));
+    // Past the reassembly timeout the first fragment is forgotten.
+    let late = now + Duration::from_secs(31);
+    assert_eq!(run(&mut d, &frags[1], 0, late).0, Verdict::Drop(DropReason::Fragment));
+    // A fragment for nobody here is the kernel's, first or later.
+    let theirs = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 9, 9]),
+        64,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        &big,
+    );
+    for f in fragments(&theirs, 1232, 9) {
+        assert_eq!(run(&mut d, &f, 0, now).0, Verdict::PassToKernel);
+    }
+}
+
+/// A first fragment must hold the whole transport header (RFC 1858's tiny fragments are refused);
+/// fragments of other protocols for a VIP are not followed.
+#[test]
+fn tiny_and_other_fragments_for_a_vip_are_dropped() {
+    let mut d = director();
+    let now = Instant::now();
+    let input = frame(
+        CLI,
+        LB0,
+        Ip::V4(CIP4, [198, 18, 0, 10]),
+        64,
+        P::Tcp,
+        CPORT,
+        80,
+        Seg::Syn,
         PAYLOAD,
     );
-    // Set More Fragments and fix the header checksum.
-    f[14 + 6] |= 0x20;
-    let mut h = Ipv4Header::from_slice(&f[14..]).unwrap().0;
-    h.header_checksum = h.calc_header_checksum();
-    f[14..34].copy_from_slice(&h.to_bytes());
-    assert_eq!(
-        run(&mut d, &f, 0, Instant::now()).0,
-        Verdict::Drop(DropReason::Fragment)
-    );
+    // 8 bytes of a 20-byte TCP header in the first fragment.
+    let tiny = fragments(&input, 8, 11);
+    assert_eq!(run(&mut d, &tiny[0], 0, now).0, Verdict::Drop(DropReason::L4Malformed));
+    assert_eq!(run(&mut d, &tiny[1], 0, now).0, Verdict::Drop(DropReason::Fragment));
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(CLI, LB0)
+        .ipv4(CIP4, [198, 18, 0, 10], 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, &[0x11; 1500])
+        .unwrap();
+    let pieces = fragments(&ping, 1232, 12);
+    assert_eq!(run(&mut d, &pieces[0], 0, now).0, Verdict::Drop(DropReason::Fragment));
 }
 
 #[test]
@@ -655,7 +867,7 @@ fn run_batch(d: &mut Offline, inputs: &[(Vec<u8>, u16)], order: &[usize], now: I
         })
         .collect();
     for (b, (f, _)) in bufs.iter().zip(inputs) {
-        d.pipeline.look_ahead(&b[HEADROOM..HEADROOM + f.len()]);
+        d.pipeline.look_ahead(&b[HEADROOM..HEADROOM + f.len()], now);
     }
     let mut out = vec![(Verdict::PassToKernel, Vec::new()); inputs.len()];
     for &i in order {

@@ -22,10 +22,12 @@
 //! [`ConnTable::prefetch_entry`] the entry it points to, so that a worker can have the cache
 //! misses of a whole batch in flight at once instead of waiting for them one packet at a time.
 
+pub mod frag;
 mod index;
 mod slab;
 mod state;
 
+pub use frag::{FragKey, FragTable};
 pub use state::{TcpState, Way};
 
 use std::collections::HashMap;

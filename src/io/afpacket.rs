@@ -235,7 +235,7 @@ impl PacketBackend {
             c.rx += n as u64;
             for i in 0..n {
                 if let Some(f) = self.bufs[i].get(HEADROOM..HEADROOM + self.lens[i]) {
-                    p.look_ahead(f);
+                    p.look_ahead(f, now);
                 }
             }
             for i in 0..n {

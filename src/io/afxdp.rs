@@ -222,7 +222,7 @@ impl XskBackend {
             for desc in &self.rxbuf[..r] {
                 // SAFETY: as in `process_one`: the frame is ours until it goes to a TX or fill ring.
                 let data = unsafe { self.umem.data(desc) };
-                proc_.look_ahead(data.contents());
+                proc_.look_ahead(data.contents(), now);
             }
             for i in 0..r {
                 let mut desc = self.rxbuf[i];

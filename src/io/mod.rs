@@ -23,8 +23,9 @@ pub trait Process: Send {
     /// One frame: `frame` has `pipeline::HEADROOM` bytes of headroom before `frame.start`; the verdict says where it goes.
     fn process(&mut self, frame: &mut Frame<'_>, in_port: u16, now: Instant) -> Verdict;
     /// Called for every frame of a batch, in order, before `process` is called for each in the
-    /// same order: a chance to start loading what processing them will need.
-    fn look_ahead(&mut self, _frame: &[u8]) {}
+    /// same order: a chance to start loading what processing them will need. `now` is the time
+    /// `process` will be given.
+    fn look_ahead(&mut self, _frame: &[u8], _now: Instant) {}
     /// Called between batches: pick up a new snapshot, expire connections, flush counters.
     fn between_batches(&mut self, now: Instant);
 }

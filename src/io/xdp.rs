@@ -457,4 +457,109 @@ mod tests {
         assert!(s.nat_rs.contains(&l4_key(Proto::Tcp, lip, 8080)));
         assert_eq!(s.addrs[&Addr::from_v4([198, 18, 2, 1]).0], ADDR_LOCAL);
     }
+
+    /// Runs frame `f` through the loaded tc program: whether it would be dropped for xvs.
+    fn steals(o: &Object, f: &[u8]) -> bool {
+        let mut opts = bpf::bpf_test_run_opts {
+            sz: std::mem::size_of::<bpf::bpf_test_run_opts>() as _,
+            data_in: f.as_ptr().cast(),
+            data_size_in: f.len() as u32,
+            repeat: 1,
+            ..Default::default()
+        };
+        // SAFETY: `opts` is sized; `f` outlives the call; no output buffers are given.
+        let rc = unsafe { bpf::bpf_prog_test_run_opts(o.prog_fd, &mut opts) };
+        assert_eq!(rc, 0, "BPF_PROG_TEST_RUN");
+        opts.retval == 2 // TC_ACT_SHOT
+    }
+
+    /// An Ethernet + IPv4 frame around `l4` (protocol `proto`) with the given fragment word.
+    fn v4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, id: u16, frag: u16, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let total = (20 + l4.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&frag.to_be_bytes());
+        f.extend_from_slice(&[64, proto, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    /// An Ethernet + IPv6 frame with a fragment header (offset in bytes, M flag) before `l4`.
+    fn v6_fragment(src: [u8; 16], dst: [u8; 16], proto: u8, id: u32, offset: u16, more: bool, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&((8 + l4.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[44, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&[proto, 0]);
+        f.extend_from_slice(&(offset | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(l4);
+        f
+    }
+
+    /// The filter follows a TCP/UDP datagram's fragments from its first one: the later fragments
+    /// of a datagram xvs serves are stolen with it, any other fragment stays the kernel's.
+    #[test]
+    fn fragments_follow_their_first_fragment() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let o = Object::load(TC_PROG_NAME).expect("load the tc program");
+        let (cip, vip, rip) = ([198, 18, 1, 2], [198, 18, 0, 10], [198, 18, 2, 11]);
+        let set = FilterSet::new(
+            &[(Proto::Udp, Addr::from_v4(vip), 53)],
+            &[],
+            &[(Proto::Udp, Addr::from_v4(rip), 5353)],
+            &[],
+        );
+        o.apply(&FilterSet::default(), &set).unwrap();
+        let udp = |sport: u16, dport: u16| {
+            let mut h = [0u8; 16];
+            h[..2].copy_from_slice(&sport.to_be_bytes());
+            h[2..4].copy_from_slice(&dport.to_be_bytes());
+            h[4..6].copy_from_slice(&3000u16.to_be_bytes());
+            h
+        };
+        let later = [0x5au8; 16];
+        const MF: u16 = 0x2000;
+        // A later fragment before its first: the kernel's.
+        assert!(!steals(&o, &v4_frame(cip, vip, 17, 7, 185, &later)));
+        // The first fragment to the service, then its later ones (the last has MF clear).
+        assert!(steals(&o, &v4_frame(cip, vip, 17, 7, MF, &udp(40000, 53))));
+        assert!(steals(&o, &v4_frame(cip, vip, 17, 7, MF | 185, &later)));
+        assert!(steals(&o, &v4_frame(cip, vip, 17, 7, 370, &later)));
+        // Another datagram (identification) of the same pair, and one to a port that is no service.
+        assert!(!steals(&o, &v4_frame(cip, vip, 17, 8, 185, &later)));
+        assert!(!steals(&o, &v4_frame(cip, vip, 17, 9, MF, &udp(40000, 54))));
+        assert!(!steals(&o, &v4_frame(cip, vip, 17, 9, 185, &later)));
+        // Same identification, other protocol: not the same datagram; ICMP fragments stay the kernel's.
+        assert!(!steals(&o, &v4_frame(cip, vip, 6, 7, 185, &later)));
+        assert!(!steals(&o, &v4_frame(cip, vip, 1, 7, MF, &later)));
+        // A NAT real server's fragmented reply.
+        assert!(steals(&o, &v4_frame(rip, cip, 17, 300, MF, &udp(5353, 40000))));
+        assert!(steals(&o, &v4_frame(rip, cip, 17, 300, 185, &later)));
+
+        // IPv6: the same through a fragment header.
+        let (c6, v6) = (
+            "2001:2:0:1::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            "2001:2::10".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        );
+        let set6 = FilterSet::new(&[(Proto::Udp, Addr(v6), 53)], &[], &[], &[]);
+        o.apply(&set, &set6).unwrap();
+        assert!(!steals(&o, &v6_fragment(c6, v6, 17, 70000, 1448, false, &later)));
+        assert!(steals(&o, &v6_fragment(c6, v6, 17, 70000, 0, true, &udp(40000, 53))));
+        assert!(steals(&o, &v6_fragment(c6, v6, 17, 70000, 1448, false, &later)));
+        assert!(!steals(&o, &v6_fragment(c6, v6, 17, 70001, 1448, false, &later)));
+        // The IPv4 service is gone: a new datagram to it is the kernel's.
+        assert!(!steals(&o, &v4_frame(cip, vip, 17, 10, MF, &udp(40000, 53))));
+    }
 }

@@ -79,13 +79,19 @@ pub fn http_bytes_here(addr: SocketAddr, len: usize) -> io::Result<usize> {
 
 /// `n` UDP echo requests, each from a new source port; counts per server name.
 pub fn udp_counts_here(addr: SocketAddr, n: usize) -> io::Result<Counts> {
+    udp_sized_here(addr, n, 0)
+}
+
+/// [`udp_counts_here`] with datagrams of at least `size` bytes: past the path MTU they travel in
+/// fragments, the request and the echo.
+pub fn udp_sized_here(addr: SocketAddr, n: usize, size: usize) -> io::Result<Counts> {
     let mut counts = Counts::new();
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal address")
     } else {
         "[::]:0".parse().expect("literal address")
     };
-    let mut buf = [0u8; 2048];
+    let mut buf = vec![0u8; 65536];
     // Every socket stays open until the end: the kernel picks UDP source ports at random, and a
     // port closed and picked again would be the same flow to xvs (no new scheduling decision).
     let mut open = Vec::with_capacity(n);
@@ -93,15 +99,24 @@ pub fn udp_counts_here(addr: SocketAddr, n: usize) -> io::Result<Counts> {
         let s = UdpSocket::bind(bind)?;
         s.set_read_timeout(Some(TIMEOUT))?;
         s.connect(addr)?;
-        let payload = format!("xvs-lab {i}");
-        s.send(payload.as_bytes())?;
+        let mut payload = format!("xvs-lab {i}").into_bytes();
+        let head = payload.len();
+        payload.extend((head..size).map(pattern_byte));
+        s.send(&payload)?;
         let got = s.recv(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf[..got]);
-        let name = text
-            .strip_suffix(payload.as_str())
-            .and_then(|h| h.strip_suffix(' '))
-            .ok_or_else(|| invalid(format!("echo {text:?} does not end with {payload:?}")))?;
-        *counts.entry(name.to_string()).or_default() += 1;
+        let echo = &buf[..got];
+        let name = echo
+            .strip_suffix(payload.as_slice())
+            .and_then(|h| h.strip_suffix(b" "))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "echo of {} bytes {:?}... does not end with the {} bytes sent",
+                    got,
+                    String::from_utf8_lossy(&echo[..got.min(40)]),
+                    payload.len()
+                ))
+            })?;
+        *counts.entry(String::from_utf8_lossy(name).into_owned()).or_default() += 1;
         open.push(s);
     }
     Ok(counts)
@@ -267,6 +282,11 @@ pub fn udp_counts(ns: &Netns, addr: SocketAddr, n: usize) -> Result<Counts> {
     ns.run(move || udp_counts_here(addr, n))
 }
 
+/// [`udp_sized_here`] inside namespace `ns`.
+pub fn udp_sized(ns: &Netns, addr: SocketAddr, n: usize, size: usize) -> Result<Counts> {
+    ns.run(move || udp_sized_here(addr, n, size))
+}
+
 /// [`ping_here`] inside namespace `ns`.
 pub fn ping(ns: &Netns, to: IpAddr) -> Result<Duration> {
     ns.run(move || ping_here(to))
@@ -293,6 +313,7 @@ mod tests {
         assert_eq!(http_rounds_here(http, 50).unwrap(), "rs5");
         assert_eq!(http_bytes_here(http, 1 << 20).unwrap(), 1 << 20);
         assert_eq!(udp_counts_here(udp, 5).unwrap()["rs5"], 5);
+        assert_eq!(udp_sized_here(udp, 2, 5000).unwrap()["rs5"], 2);
     }
 
     #[test]

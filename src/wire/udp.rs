@@ -37,6 +37,19 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
+    /// The header at the start of a datagram's first fragment: whole, while the length it gives
+    /// covers later fragments too.
+    pub fn new_checked_header(buffer: T) -> Result<Packet<T>> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        if usize::from(be16(b, field::LENGTH)) < HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        Ok(Packet { buffer })
+    }
+
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), field::SRC_PORT)
     }

@@ -15,13 +15,14 @@ use crate::types::Addr;
 use crate::wire::{checksum, ethernet, ip_proto, ipv4, ipv6, tcp, udp};
 
 /// What the pipeline learnt about a TCP or UDP packet while validating it. Offsets are from the
-/// start of the frame.
+/// start of the frame (32 bits: a smaller `Parsed` is cheaper to move, and a packet ends within
+/// 64 KiB of its frame's start).
 #[derive(Clone, Copy, Debug)]
 pub struct Parsed {
-    pub l3: usize,
-    pub l4: usize,
+    pub l3: u32,
+    pub l4: u32,
     /// End of the IP packet (Ethernet padding excluded).
-    pub end: usize,
+    pub end: u32,
     pub v6: bool,
     pub proto: u8,
     pub src: Addr,
@@ -31,6 +32,9 @@ pub struct Parsed {
     pub tcp_flags: u8,
     /// TTL or hop limit as received.
     pub ttl: u8,
+    /// A fragment after the first of its datagram: it has no transport header (the ports are its
+    /// first fragment's), and only its IP header is rewritten.
+    pub later_fragment: bool,
 }
 
 /// Sets the Ethernet addresses for the next hop.
@@ -42,7 +46,9 @@ pub fn set_l2(frame: &mut [u8], hop: &Hop) {
 }
 
 /// Rewrites the source and/or destination endpoint of a TCP or UDP packet, decrementing the TTL
-/// (the caller has checked it is > 1) and updating checksums incrementally (RFC 1624).
+/// (the caller has checked it is > 1) and updating checksums incrementally (RFC 1624). A later
+/// fragment has its addresses rewritten only: the transport header and its checksum, which covers
+/// the whole datagram, are in the first fragment.
 ///
 /// Every changed word goes into one ones-complement delta (`~old + new`, eqn. 3): the address
 /// part is shared by the IPv4 header checksum and the L4 checksum (whose pseudo header covers
@@ -59,8 +65,8 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
         addrs += addr_delta(&p.dst, &a, p.v6);
         ports += u32::from(!p.dport) + u32::from(port);
     }
-    let (l3, seg) = frame[..p.end].split_at_mut(p.l4);
-    let l3 = &mut l3[p.l3..];
+    let (l3, seg) = frame[..p.end as usize].split_at_mut(p.l4 as usize);
+    let l3 = &mut l3[p.l3 as usize..];
     if p.v6 {
         let mut ip = ipv6::Packet::new_unchecked(l3);
         if let Some((a, _)) = src {
@@ -82,6 +88,9 @@ pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Opti
             ip.set_dst_addr(a.to_ip4());
         }
         ip.set_ttl(p.ttl - 1);
+    }
+    if p.later_fragment {
+        return;
     }
     let l4 = |old: u16| checksum::finish(u32::from(!old) + addrs + ports);
     if p.proto == ip_proto::TCP {
