@@ -178,11 +178,14 @@ enum ClientCmd {
         #[arg(short, default_value_t = 1 << 20)]
         n: usize,
     },
-    /// N UDP echoes.
+    /// N UDP echoes, each from a new source port.
     Udp {
         addr: SocketAddr,
         #[arg(short, default_value_t = 10)]
         n: usize,
+        /// Bytes per datagram (past the MTU, 1500 in the lab, they travel in fragments).
+        #[arg(long, default_value_t = 0)]
+        size: usize,
     },
     /// One ICMP echo.
     Ping { addr: IpAddr },
@@ -195,7 +198,7 @@ enum RsCmd {
         #[arg(long, num_args = 1.., required = true)]
         vip: Vec<IpAddr>,
     },
-    /// As dr, plus IPIP decapsulation on DEV's ingress.
+    /// As dr, plus IP-in-IP decapsulation (IPv4 or IPv6 outer header) on DEV's ingress.
     Tun {
         #[arg(long, num_args = 1.., required = true)]
         vip: Vec<IpAddr>,
@@ -281,7 +284,7 @@ fn run(cmd: Cmd) -> Result<(), Box<dyn std::error::Error>> {
             let ns = Netns::existing(&format!("{}-cli", p.prefix));
             match what {
                 ClientCmd::Http { addr, n } => print_counts(&client::http_counts(&ns, addr, n)?),
-                ClientCmd::Udp { addr, n } => print_counts(&client::udp_counts(&ns, addr, n)?),
+                ClientCmd::Udp { addr, n, size } => print_counts(&client::udp_sized(&ns, addr, n, size)?),
                 ClientCmd::Rounds { addr, n } => {
                     println!("{} {n}", client::http_rounds(&ns, addr, n)?)
                 }

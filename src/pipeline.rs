@@ -637,7 +637,7 @@ impl Pipeline {
                     .ok_or_else(|| drop(DropReason::NoRoute))?;
                 // Answer from the director's own address on the client side, as a router would.
                 let from = back.addr_like(c.caddr).unwrap_or(c.vaddr);
-                tun::frag_needed(frame, l3, end, from, back.mac, mtu);
+                tun::too_big(frame, l3, end, from, back.mac, mtu);
                 Ok(Verdict::Reply)
             }
         }

@@ -2,9 +2,9 @@
 //!
 //! DR and TUN real servers receive packets addressed to the VIP, so the VIP goes on `lo` and the host
 //! must neither answer ARP for it on its wire (`arp_ignore=1`) nor use it as an ARP source
-//! (`arp_announce=2`), or it would steal the VIP from the director. TUN additionally needs IPIP
-//! decapsulation; this kernel has no ipip module, so a tc ingress BPF program (`bpf/tun_decap.c`)
-//! strips the outer header.
+//! (`arp_announce=2`), or it would steal the VIP from the director. TUN additionally needs IP-in-IP
+//! decapsulation (an outer IPv4 or IPv6 header); this kernel has no ipip or ip6_tunnel module, so a
+//! tc ingress BPF program (`bpf/tun_decap.c`) strips the outer header.
 
 use std::io;
 use std::net::IpAddr;
@@ -87,7 +87,7 @@ pub fn dr(vips: &[IpAddr]) -> Result<(), RealserverError> {
     Ok(())
 }
 
-/// Prepares a TUN real server: as [`dr`], plus IPIP decapsulation on `dev`'s ingress.
+/// Prepares a TUN real server: as [`dr`], plus IP-in-IP decapsulation on `dev`'s ingress.
 pub fn tun(vips: &[IpAddr], dev: &str) -> Result<(), RealserverError> {
     dr(vips)?;
     // The decapsulated packet arrives on `dev` with the client as source; strict reverse-path

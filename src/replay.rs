@@ -313,7 +313,7 @@ pub fn exercise(d: &mut Offline, data: &[u8]) {
             assert!(frame.start + frame.len <= frame.buf.len(), "frame outside its buffer");
             assert!(frame.len >= 14, "frame shorter than Ethernet");
             assert!(
-                frame.len <= len + crate::xmit::tun::OVERHEAD,
+                frame.len <= len + crate::xmit::tun::OVERHEAD_V6,
                 "frame grew by {} bytes",
                 frame.len - len
             );

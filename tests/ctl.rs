@@ -146,7 +146,7 @@ fn ctl_and_metrics_show_the_running_director() {
             .lines()
             .filter(|l| l.contains("TCP_CHECK") && l.contains(" UP "))
             .count(),
-        42,
+        48,
         "{health}"
     );
     let (_, vrrp, _) = ctl(&sock_s, &["vrrp"]);

@@ -231,9 +231,66 @@ fn cases() -> Vec<Case> {
                 rport: vport,
                 method: "DR",
             },
+            Case {
+                name: "TUN v6",
+                p,
+                client: Ip::V6(cip6, vip6(0x13)),
+                to_rs: Ip::V6(cip6, vip6(0x13)),
+                vport,
+                rport: vport,
+                method: "TUN",
+            },
         ]);
     }
     out
+}
+
+/// What the director sends the real server for a TUN service: the client's packet (`input`, an
+/// Ethernet frame) whole, behind an outer header of its family from the director's address on the
+/// real servers' side, hop limit, traffic class and (IPv4) DF copied from the inner header.
+fn tunnelled(input: &[u8]) -> Vec<u8> {
+    let inner = &input[14..];
+    let mut e = Vec::new();
+    if input[12..14] == [0x08, 0x00] {
+        let h = Ipv4Header::from_slice(inner).unwrap().0;
+        let mut outer = Ipv4Header::new(inner.len() as u16, h.time_to_live, IpNumber::IPV4, DIP4, RIP4).unwrap();
+        outer.dont_fragment = h.dont_fragment;
+        outer.dscp = h.dscp;
+        outer.ecn = h.ecn;
+        outer.identification = 0;
+        outer.header_checksum = outer.calc_header_checksum();
+        Ethernet2Header {
+            source: LB1,
+            destination: RS,
+            ether_type: EtherType::IPV4,
+        }
+        .write(&mut e)
+        .unwrap();
+        outer.write(&mut e).unwrap();
+    } else {
+        let h = etherparse::Ipv6Header::from_slice(inner).unwrap().0;
+        let outer = etherparse::Ipv6Header {
+            traffic_class: h.traffic_class,
+            flow_label: Default::default(),
+            payload_length: inner.len() as u16,
+            next_header: IpNumber::IPV6_HEADER_HOP_BY_HOP,
+            hop_limit: h.hop_limit,
+            source: v6("2001:2:0:2::1"),
+            destination: v6("2001:2:0:2::11"),
+        };
+        let mut outer = outer;
+        outer.next_header = IpNumber(41);
+        Ethernet2Header {
+            source: LB1,
+            destination: RS,
+            ether_type: EtherType::IPV6,
+        }
+        .write(&mut e)
+        .unwrap();
+        outer.write(&mut e).unwrap();
+    }
+    e.extend_from_slice(inner);
+    e
 }
 
 fn swap(ip: Ip) -> Ip {
@@ -261,36 +318,19 @@ fn every_method_protocol_direction_and_family() {
                 frame(LB1, RS, c.to_rs, 63, c.p, lport, c.rport, Seg::Syn, PAYLOAD)
             }
             "DR" => frame(LB1, RS, c.to_rs, 64, c.p, CPORT, c.rport, Seg::Syn, PAYLOAD),
-            "TUN" => {
-                let inner = &input[14..];
-                let (df, ttl) = {
-                    let h = Ipv4Header::from_slice(inner).unwrap().0;
-                    (h.dont_fragment, h.time_to_live)
-                };
-                let mut outer = Ipv4Header::new(inner.len() as u16, ttl, IpNumber::IPV4, DIP4, RIP4).unwrap();
-                outer.dont_fragment = df;
-                outer.identification = 0;
-                outer.header_checksum = outer.calc_header_checksum();
-                let mut e = Vec::new();
-                Ethernet2Header {
-                    source: LB1,
-                    destination: RS,
-                    ether_type: EtherType::IPV4,
-                }
-                .write(&mut e)
-                .unwrap();
-                outer.write(&mut e).unwrap();
-                e.extend_from_slice(inner);
-                e
-            }
+            "TUN" => tunnelled(&input),
             _ => unreachable!(),
         };
         assert_eq!(out, expected, "{ctx}: inbound frame");
         if c.method == "TUN" {
             // The inner packet, given an Ethernet header of its own, is the client's packet intact.
             let mut inner = out[..12].to_vec();
-            inner.extend_from_slice(&[0x08, 0x00]);
-            inner.extend_from_slice(&out[34..]);
+            inner.extend_from_slice(&input[12..]);
+            assert_eq!(
+                &out[out.len() - (input.len() - 14)..],
+                &input[14..],
+                "{ctx}: inner packet"
+            );
             assert_checksums(&inner);
             continue;
         }
@@ -585,9 +625,8 @@ fn fragmented_datagrams_follow_their_connection() {
         let out = run_fragments(&mut d, &frags, 0, 1, now, &ctx);
         if c.method == "TUN" {
             // Each fragment travels whole inside its own outer header.
-            for (f, o) in frags.iter().zip(&out) {
-                assert_eq!(&o[14 + 20..], &f[14..], "{ctx}: inner fragment intact");
-                assert_eq!(&o[14 + 16..14 + 20], &RIP4, "{ctx}: outer destination");
+            for (i, (f, o)) in frags.iter().zip(&out).enumerate() {
+                assert!(*o == tunnelled(f), "{ctx}: fragment {i} tunnelled");
             }
             continue;
         }
@@ -738,6 +777,53 @@ fn tun_too_big_with_df_gets_fragmentation_needed() {
     assert_eq!(h.checksum, h.icmp_type.calc_checksum(icmp.payload()));
     // The quote starts with the client's own IP header.
     assert_eq!(&icmp.payload()[..20], &input[14..34]);
+}
+
+/// IPv6 is never fragmented on the way: a packet that does not fit the tunnel gets ICMPv6 "packet
+/// too big" with the MTU that fits, quoting as much of it as fits in 1280 bytes.
+#[test]
+fn tun_v6_too_big_gets_packet_too_big() {
+    let mut d = director();
+    let cip6 = v6("2001:2:0:1::2");
+    // A 1500-byte IPv6 packet: 40 more bytes do not fit a 1500 MTU.
+    let payload = vec![0x5a; 1500 - 40 - 8];
+    let input = frame(
+        CLI,
+        LB0,
+        Ip::V6(cip6, v6("2001:2::13")),
+        64,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        &payload,
+    );
+    let (v, out) = run(&mut d, &input, 0, Instant::now());
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(out.len(), 1280 + 14, "as much quoted as fits the minimum MTU");
+    let s = SlicedPacket::from_ethernet(&out).unwrap();
+    let eth = Ethernet2Header::from_slice(&out).unwrap().0;
+    assert_eq!((eth.source, eth.destination), (LB0, CLI));
+    let Some(NetSlice::Ipv6(ip)) = &s.net else {
+        panic!("not IPv6")
+    };
+    assert_eq!(ip.header().destination(), cip6);
+    assert_eq!(ip.header().source(), v6("2001:2:0:1::1"));
+    let Some(TransportSlice::Icmpv6(icmp)) = &s.transport else {
+        panic!("not ICMPv6: {:?}", s.transport)
+    };
+    assert_eq!(icmp.icmp_type(), etherparse::Icmpv6Type::PacketTooBig { mtu: 1460 });
+    let h = icmp.header();
+    let want = h
+        .icmp_type
+        .calc_checksum(ip.header().source(), ip.header().destination(), icmp.payload())
+        .unwrap();
+    assert_eq!(h.checksum, want);
+    assert_eq!(
+        &icmp.payload()[..40],
+        &input[14..54],
+        "the quote starts with the client's header"
+    );
 }
 
 /// An ICMP error from the real server about a packet the director sent it is translated back to

@@ -377,13 +377,6 @@ fn service(e: &mut Errs, r: &RawVirtualServer, i: usize) -> Option<VirtualServer
         }
     };
     let v4 = vip.map(|a| a.is_ipv4()).unwrap_or(true);
-    if let (Some(Method::Tun), false) = (method, v4) {
-        e.at(
-            r.lb_kind.as_ref().map(|v| v.span()).unwrap_or(r.vip.span()),
-            format!("{k}.lb_kind"),
-            "TUN wraps packets in an outer IPv4 header: IPv6 virtual servers cannot use it (use NAT, FULLNAT or DR)",
-        );
-    }
 
     let mut opts = SchedOpts::default();
     if let Some(flags) = &r.sched_flags {
@@ -701,12 +694,6 @@ mod tests {
             "[[virtual_server]]\nvip = \"198.18.0.10\"\nport = 80\nlb_kind = \"MAGIC\"\n",
             "virtual_server[0].lb_kind",
             "not one of",
-            4,
-        ),
-        (
-            "[[virtual_server]]\nvip = \"2001:2::10\"\nport = 80\nlb_kind = \"TUN\"\n",
-            "virtual_server[0].lb_kind",
-            "IPv6",
             4,
         ),
         (

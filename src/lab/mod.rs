@@ -92,6 +92,7 @@ impl Plan {
             (v6(0x10), Method::Nat),
             (v6(0x11), Method::FullNat),
             (v6(0x12), Method::Dr),
+            (v6(0x13), Method::Tun),
         ]
         .into_iter()
         .map(|(vip, method)| LabService { vip, method })
@@ -510,7 +511,13 @@ mod tests {
         assert!(p.services.iter().all(|s| ok(s.vip)));
         assert!(p.laddrs.iter().all(|a| ok(*a)));
         assert!(p.servers.iter().all(|s| ok(s.v4.into()) && ok(s.v6.into())));
-        assert_eq!(p.vips(Method::Tun), vec![IpAddr::V4(Ipv4Addr::new(198, 18, 0, 13))]);
+        assert_eq!(
+            p.vips(Method::Tun),
+            vec![
+                IpAddr::V4(Ipv4Addr::new(198, 18, 0, 13)),
+                IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x13))
+            ]
+        );
         assert_eq!(p.vips(Method::Dr).len(), 2);
         assert_eq!(p.servers[2].v4, Ipv4Addr::new(198, 18, 2, 13));
     }

@@ -2,7 +2,7 @@
 
 use std::net::Ipv6Addr;
 
-use super::{Error, Result, be16, be32, ip_proto, put16};
+use super::{Error, Result, be16, be32, ip_proto, put16, put32};
 
 mod field {
     pub const VER_TC_FL: usize = 0;
@@ -147,6 +147,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     pub fn set_hop_limit(&mut self, v: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = v;
+    }
+    /// Sets the traffic class, keeping the version and flow label.
+    pub fn set_traffic_class(&mut self, tc: u8) {
+        let w = be32(self.buffer.as_ref(), field::VER_TC_FL);
+        put32(
+            self.buffer.as_mut(),
+            field::VER_TC_FL,
+            (w & !(0xff << 20)) | (u32::from(tc) << 20),
+        );
     }
     pub fn set_src_addr(&mut self, a: Ipv6Addr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&a.octets());
