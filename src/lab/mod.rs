@@ -80,23 +80,28 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// DESIGN.md's plan. TODO: read the services from `config/xvs.toml` once the config module lands.
+    /// DESIGN.md's plan: the virtual services and FULLNAT local addresses of the embedded
+    /// configuration (`config/xvs.toml`, which the director runs on), and three real servers.
     pub fn design() -> Plan {
-        let v4 = |d| IpAddr::V4(Ipv4Addr::new(198, 18, 0, d));
-        let v6 = |d| IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, d));
-        let services = vec![
-            (v4(10), Method::Nat),
-            (v4(11), Method::FullNat),
-            (v4(12), Method::Dr),
-            (v4(13), Method::Tun),
-            (v6(0x10), Method::Nat),
-            (v6(0x11), Method::FullNat),
-            (v6(0x12), Method::Dr),
-            (v6(0x13), Method::Tun),
-        ]
-        .into_iter()
-        .map(|(vip, method)| LabService { vip, method })
-        .collect();
+        // A constant of this binary, parsed by the configuration's own tests.
+        let cfg = crate::config::parse(crate::config::DEFAULT, "config/xvs.toml")
+            .unwrap_or_else(|e| panic!("the embedded configuration: {e}"));
+        let mut services: Vec<LabService> = Vec::new();
+        let mut laddrs: Vec<IpAddr> = Vec::new();
+        for s in &cfg.services {
+            let ls = LabService {
+                vip: s.vip,
+                method: s.method,
+            };
+            if !services.contains(&ls) {
+                services.push(ls);
+            }
+            for a in &s.laddrs {
+                if !laddrs.contains(a) {
+                    laddrs.push(*a);
+                }
+            }
+        }
         let servers = (1..=3u8)
             .map(|i| LabServer {
                 name: format!("rs{i}"),
@@ -106,10 +111,7 @@ impl Plan {
             .collect();
         Plan {
             services,
-            laddrs: vec![
-                IpAddr::V4(Ipv4Addr::new(198, 18, 3, 1)),
-                IpAddr::V6(Ipv6Addr::new(0x2001, 2, 0, 3, 0, 0, 0, 1)),
-            ],
+            laddrs,
             servers,
         }
     }
@@ -520,5 +522,18 @@ mod tests {
         );
         assert_eq!(p.vips(Method::Dr).len(), 2);
         assert_eq!(p.servers[2].v4, Ipv4Addr::new(198, 18, 2, 13));
+        assert_eq!(p.services.len(), 8, "each VIP once, for its TCP and UDP services");
+        assert_eq!(p.laddrs.len(), 2);
+        // Every real server of the configuration is one of the lab's.
+        let cfg = crate::config::parse(crate::config::DEFAULT, "xvs.toml").unwrap();
+        for rs in cfg.services.iter().flat_map(|s| &s.real_servers) {
+            assert!(
+                p.servers
+                    .iter()
+                    .any(|s| IpAddr::from(s.v4) == rs.addr || IpAddr::from(s.v6) == rs.addr),
+                "{}",
+                rs.addr
+            );
+        }
     }
 }
