@@ -99,6 +99,11 @@ fn run(d: &mut Offline, input: &[u8], in_port: u16, now: Instant) -> (Verdict, V
     (v, f.bytes().to_vec())
 }
 
+/// A frame from the client (TTL 64, port CPORT, a SYN if TCP) to IPv4 address `dst`.
+fn from_client4(dst: [u8; 4], p: P, dport: u16, payload: &[u8]) -> Vec<u8> {
+    frame(CLI, LB0, Ip::V4(CIP4, dst), 64, p, CPORT, dport, Seg::Syn, payload)
+}
+
 /// The transport source port of a frame, read by etherparse.
 fn sport_of(frame: &[u8]) -> u16 {
     match SlicedPacket::from_ethernet(frame).unwrap().transport.unwrap() {
@@ -426,17 +431,7 @@ fn not_ours_goes_to_the_kernel() {
     let mut d = director();
     let now = Instant::now();
     // A port of the VIP that is not a service (SSH to the director's VIP).
-    let ssh = frame(
-        CLI,
-        LB0,
-        Ip::V4(CIP4, [198, 18, 0, 10]),
-        64,
-        P::Tcp,
-        CPORT,
-        22,
-        Seg::Syn,
-        b"",
-    );
+    let ssh = from_client4([198, 18, 0, 10], P::Tcp, 22, b"");
     assert_eq!(run(&mut d, &ssh, 0, now).0, Verdict::PassToKernel);
     // Ping to the VIP.
     let mut ping = Vec::new();
@@ -462,17 +457,7 @@ fn not_ours_goes_to_the_kernel() {
 fn truncated_frames_are_dropped_never_panic() {
     let mut d = director();
     let now = Instant::now();
-    let full = frame(
-        CLI,
-        LB0,
-        Ip::V4(CIP4, [198, 18, 0, 10]),
-        64,
-        P::Tcp,
-        CPORT,
-        80,
-        Seg::Syn,
-        PAYLOAD,
-    );
+    let full = from_client4([198, 18, 0, 10], P::Tcp, 80, PAYLOAD);
     for len in 0..full.len() {
         let (v, _) = run(&mut d, &full[..len], 0, now);
         assert!(
@@ -665,17 +650,7 @@ fn a_later_fragment_needs_its_first() {
     let mut d = director();
     let now = Instant::now();
     let big = vec![0x5a; 2000];
-    let input = frame(
-        CLI,
-        LB0,
-        Ip::V4(CIP4, [198, 18, 0, 10]),
-        64,
-        P::Udp,
-        CPORT,
-        7,
-        Seg::Syn,
-        &big,
-    );
+    let input = from_client4([198, 18, 0, 10], P::Udp, 7, &big);
     let frags = fragments(&input, 1232, 7);
     // Before its first: not followed, dropped (the datagram is for a VIP) and counted.
     assert_eq!(run(&mut d, &frags[1], 0, now).0, Verdict::Drop(DropReason::Fragment));
@@ -689,17 +664,7 @@ fn a_later_fragment_needs_its_first() {
     let late = now + Duration::from_secs(31);
     assert_eq!(run(&mut d, &frags[1], 0, late).0, Verdict::Drop(DropReason::Fragment));
     // A fragment for nobody here is the kernel's, first or later.
-    let theirs = frame(
-        CLI,
-        LB0,
-        Ip::V4(CIP4, [198, 18, 9, 9]),
-        64,
-        P::Udp,
-        CPORT,
-        7,
-        Seg::Syn,
-        &big,
-    );
+    let theirs = from_client4([198, 18, 9, 9], P::Udp, 7, &big);
     for f in fragments(&theirs, 1232, 9) {
         assert_eq!(run(&mut d, &f, 0, now).0, Verdict::PassToKernel);
     }
@@ -711,17 +676,7 @@ fn a_later_fragment_needs_its_first() {
 fn tiny_and_other_fragments_for_a_vip_are_dropped() {
     let mut d = director();
     let now = Instant::now();
-    let input = frame(
-        CLI,
-        LB0,
-        Ip::V4(CIP4, [198, 18, 0, 10]),
-        64,
-        P::Tcp,
-        CPORT,
-        80,
-        Seg::Syn,
-        PAYLOAD,
-    );
+    let input = from_client4([198, 18, 0, 10], P::Tcp, 80, PAYLOAD);
     // 8 bytes of a 20-byte TCP header in the first fragment.
     let tiny = fragments(&input, 8, 11);
     assert_eq!(run(&mut d, &tiny[0], 0, now).0, Verdict::Drop(DropReason::L4Malformed));
@@ -741,17 +696,7 @@ fn tun_too_big_with_df_gets_fragmentation_needed() {
     let mut d = director();
     // 1500-byte IP packet with DF (etherparse sets DF): 20 more bytes do not fit a 1500 MTU.
     let payload = vec![0x5a; 1500 - 20 - 8];
-    let input = frame(
-        CLI,
-        LB0,
-        Ip::V4(CIP4, [198, 18, 0, 13]),
-        64,
-        P::Udp,
-        CPORT,
-        7,
-        Seg::Syn,
-        &payload,
-    );
+    let input = from_client4([198, 18, 0, 13], P::Udp, 7, &payload);
     assert!(Ipv4Header::from_slice(&input[14..]).unwrap().0.dont_fragment);
     let (v, out) = run(&mut d, &input, 0, Instant::now());
     assert_eq!(v, Verdict::Reply);
@@ -983,20 +928,7 @@ fn a_batch_gives_what_one_frame_at_a_time_gives_in_any_order() {
     // Frames that are not served: garbage, a truncated one, one for no service.
     syns.push((vec![0xff; 20], 0));
     syns.push((syns[0].0[..30].to_vec(), 0));
-    syns.push((
-        frame(
-            CLI,
-            LB0,
-            Ip::V4(CIP4, [198, 18, 0, 99]),
-            64,
-            P::Tcp,
-            CPORT,
-            80,
-            Seg::Syn,
-            PAYLOAD,
-        ),
-        0,
-    ));
+    syns.push((from_client4([198, 18, 0, 99], P::Tcp, 80, PAYLOAD), 0));
     let mut acks: Vec<(Vec<u8>, u16)> = cases
         .iter()
         .enumerate()
