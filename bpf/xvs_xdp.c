@@ -25,7 +25,8 @@
 //
 // Addresses are 16 bytes, IPv4 mapped as ::ffff:a.b.c.d (as xvs::types::Addr).
 // Up to two VLAN tags (802.1Q, 802.1ad) are skipped. IPv6 extension headers (hop-by-hop, routing,
-// destination options) are skipped, up to four; an IPv6 fragment header means a fragment: passed.
+// destination options) are skipped, up to four; a fragment header after them marks a fragment
+// (see above).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
