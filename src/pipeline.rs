@@ -48,7 +48,7 @@ use crate::conn::{Conn, ConnTable, Dir, FragKey, FragTable, InsertError, NewConn
 use crate::sched::{SchedKey, Scheduler};
 use crate::service::{Hop, ServiceTable, SvcKey};
 use crate::stats::{DropReason, Stats};
-use crate::types::{Addr, DestCounters, Method, Proto};
+use crate::types::{Addr, DestCounters, Mac, Method, Proto};
 use crate::wire::{ethernet, ethertype, ip_proto, ipv4, ipv6, tcp, udp};
 use crate::xmit::icmp::{self, Outer, Translation};
 use crate::xmit::tun::{self, TunError};
@@ -121,6 +121,9 @@ pub struct Pipeline {
     pub unresolved: Vec<Addr>,
     /// Next hops recently used, valid for the current snapshot only.
     hops: Box<[Option<(Addr, Hop)>]>,
+    /// Clients of new NAT and FULLNAT connections, with the MAC and port their first packet came
+    /// from: a stand-in, for the replies, while the kernel resolves a neighbour it did not know.
+    senders: Box<[Option<Sender>]>,
     /// When the next expiry sweep is due (at once when `None`).
     next_expire: Option<Instant>,
     /// The batch being processed, as [`Pipeline::look_ahead`] found it, and the next to process.
@@ -145,6 +148,7 @@ impl Pipeline {
             stats: Stats::default(),
             unresolved: Vec::new(),
             hops: vec![None; HOP_CACHE].into_boxed_slice(),
+            senders: vec![None; HOP_CACHE].into_boxed_slice(),
             next_expire: None,
             ahead: Vec::with_capacity(AHEAD_MAX),
             next_ahead: 0,
@@ -561,6 +565,9 @@ impl Pipeline {
                     return Err(drop(DropReason::NoConnection));
                 }
                 made = self.new_conn(p, proto, si, h, now)?;
+                if made.method.two_way() {
+                    self.remember_sender(frame.bytes(), p.src, in_port);
+                }
                 &made
             }
         };
@@ -802,17 +809,65 @@ impl Pipeline {
         if let Ok(h) = found {
             self.hops[slot] = Some((dst, h));
         }
-        found.map_err(|r| {
-            if r == DropReason::NoNeighbour
-                && self.unresolved.len() < MAX_PENDING_RESOLVE
-                && !self.unresolved.contains(&dst)
-            {
-                self.unresolved.push(dst);
+        found.or_else(|r| {
+            if r == DropReason::NoNeighbour {
+                if self.unresolved.len() < MAX_PENDING_RESOLVE && !self.unresolved.contains(&dst) {
+                    self.unresolved.push(dst);
+                }
+                if let Some(h) = self.sender_hop(dst) {
+                    return Ok(h);
+                }
             }
-            drop(r)
+            Err(drop(r))
+        })
+    }
+
+    /// Remembers where a new connection's client sent its first packet from (see
+    /// [`Pipeline::sender_hop`]). Out of line: a new connection's path is long enough.
+    #[inline(never)]
+    fn remember_sender(&mut self, frame: &[u8], addr: Addr, port: u16) {
+        let now_ns = self.clock.map_or(0, |(_, ns)| ns);
+        self.senders[hop_slot(addr)] = Some(Sender {
+            addr,
+            port,
+            mac: ethernet::Frame::new_unchecked(frame).src_addr(),
+            until: now_ns + SENDER_FOR.as_nanos() as u64,
+        });
+    }
+
+    /// A reply's next hop while the kernel resolves it: the client's own MAC, as its first packet
+    /// brought it, when the client is on the network of the port that packet came in on (not
+    /// behind a router) and it came lately. Not cached: the kernel's answer, once published, is
+    /// used instead. A host on that network could claim another's address this way, as it could
+    /// with ARP; the claim stands only until the kernel has resolved the address.
+    #[cold]
+    fn sender_hop(&self, dst: Addr) -> Option<Hop> {
+        let s = self.senders[hop_slot(dst)].filter(|s| s.addr == dst)?;
+        let now_ns = self.clock.map_or(0, |(_, ns)| ns);
+        let (port, via) = self.snap.fib.route(dst)?;
+        if via != dst || port != s.port || s.until <= now_ns {
+            return None;
+        }
+        Some(Hop {
+            port,
+            src: self.snap.ports.get(usize::from(port))?.mac,
+            dst: s.mac,
         })
     }
 }
+
+/// A client seen opening a connection: see [`Pipeline::sender_hop`].
+#[derive(Clone, Copy)]
+struct Sender {
+    addr: Addr,
+    port: u16,
+    mac: Mac,
+    /// On the connection table's clock.
+    until: u64,
+}
+
+/// How long a client's MAC from its first packet may stand in for a neighbour entry.
+const SENDER_FOR: Duration = Duration::from_secs(5);
 
 /// Slots of the per-worker next-hop cache (direct mapped).
 const HOP_CACHE: usize = 256;

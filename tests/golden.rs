@@ -724,6 +724,61 @@ fn tun_too_big_with_df_gets_fragmentation_needed() {
     assert_eq!(&icmp.payload()[..20], &input[14..34]);
 }
 
+/// The replies of a client whose MAC the kernel has not resolved yet are not lost: the MAC its
+/// first packet came from stands in for a while, for a client on that port's own network only,
+/// and the kernel is asked to resolve it all the same.
+#[test]
+fn replies_reach_a_client_the_kernel_has_not_resolved_yet() {
+    let client_neighbour =
+        "[[neighbour]]\naddress = \"198.18.1.2\"\nmac = \"02:00:00:00:01:02\"\ninterface = \"lb0\"\n";
+    assert!(CONFIG.contains(client_neighbour));
+    let text = CONFIG.replace(client_neighbour, "");
+    let cfg = config::parse(&text, "golden.toml").unwrap_or_else(|e| panic!("{e}"));
+    let mut d = Offline::new(&cfg, &[]).unwrap();
+    let now = Instant::now();
+    let request = from_client4([198, 18, 0, 10], P::Udp, 7, b"q");
+    assert_eq!(run(&mut d, &request, 0, now).0, Verdict::Forward { port: 1 });
+    let reply = frame(RS, LB1, Ip::V4(RIP4, CIP4), 64, P::Udp, 7007, CPORT, Seg::Syn, b"a");
+    let (v, back) = run(&mut d, &reply, 1, now + Duration::from_millis(1));
+    assert_eq!(v, Verdict::Forward { port: 0 });
+    assert_eq!((&back[..6], &back[6..12]), (&CLI[..], &LB0[..]), "to the client's MAC");
+    assert_checksums(&back);
+    assert!(
+        d.pipeline.unresolved.iter().any(|a| a.0[12..] == CIP4),
+        "resolution asked for"
+    );
+    // Not for ever: after a few seconds only the kernel's answer counts.
+    let late = now + Duration::from_secs(6);
+    assert_eq!(run(&mut d, &reply, 1, late).0, Verdict::Drop(DropReason::NoNeighbour));
+
+    // A sender that claims an address of another port's network is not believed.
+    let mut d = Offline::new(&cfg, &[]).unwrap();
+    let spoofed = frame(
+        CLI,
+        LB0,
+        Ip::V4([198, 18, 2, 50], [198, 18, 0, 10]),
+        64,
+        P::Udp,
+        CPORT,
+        7,
+        Seg::Syn,
+        b"q",
+    );
+    assert_eq!(run(&mut d, &spoofed, 0, now).0, Verdict::Forward { port: 1 });
+    let reply = frame(
+        RS,
+        LB1,
+        Ip::V4(RIP4, [198, 18, 2, 50]),
+        64,
+        P::Udp,
+        7007,
+        CPORT,
+        Seg::Syn,
+        b"a",
+    );
+    assert_eq!(run(&mut d, &reply, 1, now).0, Verdict::Drop(DropReason::NoNeighbour));
+}
+
 /// IPv6 is never fragmented on the way: a packet that does not fit the tunnel gets ICMPv6 "packet
 /// too big" with the MTU that fits, quoting as much of it as fits in 1280 bytes.
 #[test]
