@@ -11,7 +11,7 @@
 use crate::pipeline::Frame;
 use crate::service::Hop;
 use crate::stats::DropReason;
-use crate::types::Addr;
+use crate::types::{Addr, Mac};
 use crate::wire::{EthernetRepr, Ipv4Repr, Ipv6Repr, checksum, ethertype, icmpv4, icmpv6, ip_proto, ipv4, ipv6};
 
 /// Bytes the outer IPv4 header adds.
@@ -101,106 +101,77 @@ pub fn encapsulate(
     Ok(())
 }
 
-/// Turns the frame into the answer to a packet too big for the tunnel: ICMP "fragmentation
-/// needed" for IPv4, ICMPv6 "packet too big" for IPv6 (`from`'s family is the packet's).
-pub fn too_big(frame: &mut Frame<'_>, l3: usize, end: usize, from: Addr, our_mac: crate::types::Mac, mtu: u16) {
-    if from.is_v4() {
-        frag_needed(frame, l3, end, from, our_mac, mtu);
-    } else {
-        packet_too_big(frame, l3, end, from, our_mac, mtu);
-    }
-}
-
-/// Turns the frame into an ICMP "fragmentation needed" (type 3, code 4) for the sender of the
-/// IPv4 packet at `frame[l3..end]`, quoting its header and the first bytes of its payload, sent from
-/// `from` with next-hop MTU `mtu`. The frame goes back out of the port it came in on.
-fn frag_needed(frame: &mut Frame<'_>, l3: usize, end: usize, from: Addr, our_mac: crate::types::Mac, mtu: u16) {
-    // RFC 1812 4.3.2.3: quote as much as fits in 576 bytes.
-    const MAX_QUOTE: usize = 576 - 20 - 8;
-    let mut quote = [0u8; MAX_QUOTE];
+/// Turns the frame into the answer to a packet too big for the tunnel, for the sender of the IP
+/// packet at `frame[l3..end]` (`from`'s family is the packet's), sent from `from` with MTU `mtu`:
+/// ICMP "fragmentation needed" (type 3, code 4) quoting as much as fits in 576 bytes (RFC 1812
+/// 4.3.2.3), or ICMPv6 "packet too big" (type 2) quoting as much as fits in the minimum MTU, 1280
+/// (RFC 4443 2.4). The frame goes back out of the port it came in on.
+pub fn too_big(frame: &mut Frame<'_>, l3: usize, end: usize, from: Addr, our_mac: Mac, mtu: u16) {
+    let v4 = from.is_v4();
+    let (ip_len, limit) = if v4 { (20, 576) } else { (40, 1280) };
+    let msg_at = 14 + ip_len;
+    let start = frame.start;
     // The answer is written over the frame; the buffer bounds what it can quote.
-    let room = frame.buf.len().saturating_sub(frame.start + 34 + 8);
-    let qlen = (end - l3).min(MAX_QUOTE).min(room);
-    quote[..qlen].copy_from_slice(&frame.bytes()[l3..l3 + qlen]);
+    let room = frame.buf.len().saturating_sub(start + msg_at + 8);
+    let qlen = (end - l3).min(limit - ip_len - 8).min(room);
     let (client, client_mac) = {
         let b = frame.bytes();
-        let ip = ipv4::Packet::new_unchecked(&b[l3..end]);
-        let eth = crate::wire::ethernet::Frame::new_unchecked(b);
-        (ip.src_addr(), eth.src_addr())
+        let client = if v4 {
+            Addr::from(ipv4::Packet::new_unchecked(&b[l3..end]).src_addr())
+        } else {
+            Addr::from(ipv6::Packet::new_unchecked(&b[l3..end]).src_addr())
+        };
+        (client, crate::wire::ethernet::Frame::new_unchecked(b).src_addr())
     };
-    let start = frame.start;
+    // The quote moves forward, over itself: a memmove.
+    frame.buf.copy_within(start + l3..start + l3 + qlen, start + msg_at + 8);
     let buf = &mut frame.buf[start..];
     EthernetRepr {
         src: our_mac,
         dst: client_mac,
-        ethertype: ethertype::IPV4,
-        vlan: None,
-    }
-    .emit(&mut buf[..14]);
-    let ip = Ipv4Repr {
-        src: from.to_ip4(),
-        dst: client,
-        protocol: ip_proto::ICMP,
-        ttl: 64,
-        payload_len: 8 + qlen,
-        dont_frag: false,
-        ident: 0,
-        dscp_ecn: 0,
-    };
-    ip.emit(&mut buf[14..34]);
-    let msg = &mut buf[34..34 + 8 + qlen];
-    msg[..8].fill(0);
-    msg[8..].copy_from_slice(&quote[..qlen]);
-    let mut icmp = icmpv4::Packet::new_unchecked(msg);
-    icmp.set_msg_type(icmpv4::DEST_UNREACH);
-    icmp.set_code(icmpv4::FRAG_NEEDED);
-    icmp.set_next_hop_mtu(mtu);
-    icmp.fill_checksum();
-    frame.len = 34 + 8 + qlen;
-}
-
-/// Turns the frame into an ICMPv6 "packet too big" (type 2) for the sender of the IPv6 packet at
-/// `frame[l3..end]`, quoting as much of it as fits in the minimum MTU (RFC 4443 2.4), sent from
-/// `from` with MTU `mtu`. The frame goes back out of the port it came in on.
-fn packet_too_big(frame: &mut Frame<'_>, l3: usize, end: usize, from: Addr, our_mac: crate::types::Mac, mtu: u16) {
-    const MIN_MTU: usize = 1280;
-    const MAX_QUOTE: usize = MIN_MTU - 40 - 8;
-    let start = frame.start;
-    // The answer is written over the frame; the buffer bounds what it can quote.
-    let room = frame.buf.len().saturating_sub(start + 14 + 40 + 8);
-    let qlen = (end - l3).min(MAX_QUOTE).min(room);
-    let mut quote = [0u8; MAX_QUOTE];
-    quote[..qlen].copy_from_slice(&frame.bytes()[l3..l3 + qlen]);
-    let (client, client_mac) = {
-        let b = frame.bytes();
-        let ip = ipv6::Packet::new_unchecked(&b[l3..end]);
-        let eth = crate::wire::ethernet::Frame::new_unchecked(b);
-        (ip.src_addr(), eth.src_addr())
-    };
-    let buf = &mut frame.buf[start..];
-    EthernetRepr {
-        src: our_mac,
-        dst: client_mac,
-        ethertype: ethertype::IPV6,
+        ethertype: if v4 { ethertype::IPV4 } else { ethertype::IPV6 },
         vlan: None,
     }
     .emit(&mut buf[..14]);
     let len = 8 + qlen;
-    Ipv6Repr {
-        src: from.to_ip6(),
-        dst: client,
-        next_header: ip_proto::ICMPV6,
-        hop_limit: 64,
-        payload_len: len,
+    let msg_end = msg_at + len;
+    buf[msg_at..msg_at + 8].fill(0);
+    if v4 {
+        Ipv4Repr {
+            src: from.to_ip4(),
+            dst: client.to_ip4(),
+            protocol: ip_proto::ICMP,
+            ttl: 64,
+            payload_len: len,
+            dont_frag: false,
+            ident: 0,
+            dscp_ecn: 0,
+        }
+        .emit(&mut buf[14..msg_at]);
+        let mut icmp = icmpv4::Packet::new_unchecked(&mut buf[msg_at..msg_end]);
+        icmp.set_msg_type(icmpv4::DEST_UNREACH);
+        icmp.set_code(icmpv4::FRAG_NEEDED);
+        icmp.set_next_hop_mtu(mtu);
+        icmp.fill_checksum();
+    } else {
+        Ipv6Repr {
+            src: from.to_ip6(),
+            dst: client.to_ip6(),
+            next_header: ip_proto::ICMPV6,
+            hop_limit: 64,
+            payload_len: len,
+        }
+        .emit(&mut buf[14..msg_at]);
+        let mut icmp = icmpv6::Packet::new_unchecked(&mut buf[msg_at..msg_end]);
+        icmp.set_msg_type(icmpv6::PACKET_TOO_BIG);
+        icmp.set_code(0);
+        icmp.set_mtu(u32::from(mtu));
+        icmp.fill_checksum(checksum::pseudo_v6(
+            from.to_ip6(),
+            client.to_ip6(),
+            ip_proto::ICMPV6,
+            len as u32,
+        ));
     }
-    .emit(&mut buf[14..54]);
-    let msg = &mut buf[54..54 + len];
-    msg[..8].fill(0);
-    msg[8..].copy_from_slice(&quote[..qlen]);
-    let mut icmp = icmpv6::Packet::new_unchecked(msg);
-    icmp.set_msg_type(icmpv6::PACKET_TOO_BIG);
-    icmp.set_code(0);
-    icmp.set_mtu(u32::from(mtu));
-    icmp.fill_checksum(checksum::pseudo_v6(from.to_ip6(), client, ip_proto::ICMPV6, len as u32));
-    frame.len = 54 + len;
+    frame.len = msg_end;
 }
