@@ -54,6 +54,7 @@ pub fn set_l2(frame: &mut [u8], hop: &Hop) {
 /// part is shared by the IPv4 header checksum and the L4 checksum (whose pseudo header covers
 /// the addresses), the ports are added for L4 only, the TTL for the header only; each checksum is
 /// folded once.
+#[inline(always)]
 pub fn rewrite(frame: &mut [u8], p: &Parsed, src: Option<(Addr, u16)>, dst: Option<(Addr, u16)>) {
     let mut addrs = 0u32;
     let mut ports = 0u32;
