@@ -11,7 +11,8 @@
 //! cache miss, but the connection table is visited at random.
 //!
 //! `cargo bench --bench pipeline -- --ir CASE N` runs N packets of one case outside criterion, for
-//! instruction counts that do not drift (CASE: nat, fullnat, dr, tun, new, nat1m):
+//! instruction counts that do not drift (CASE: nat, fullnat, dr, tun, new, nat1m, and idle: the
+//! data plane's part of a worker loop that finds no frames):
 //!
 //!     valgrind --tool=callgrind --toggle-collect='pipeline::measure*' target/release/deps/pipeline-* --ir nat 100000
 
@@ -193,6 +194,16 @@ fn measure_new(b: &mut Bench, frames: &[Vec<u8>], now: Instant) {
     assert_eq!(fwd, frames.len(), "every connection opened");
 }
 
+/// Runs `count` idle worker loops' data-plane part (the instruction-count harness); the clock
+/// moves 100 ns a loop, so that the expiry sweep comes due as it would.
+#[inline(never)]
+fn measure_idle(b: &mut Bench, count: usize, start: Instant) {
+    for i in 0..count {
+        b.d.pipeline
+            .between_batches(start + Duration::from_nanos(i as u64 * 100));
+    }
+}
+
 fn established(c: &mut Criterion, name: &str, vip: u8, conns: u32) {
     let (mut b, store, len, now) = established_setup(vip, conns);
     let n = conns as usize;
@@ -254,13 +265,26 @@ fn instruction_run(case: &str, count: usize) {
         );
         return;
     }
+    if case == "idle" {
+        // What the data plane costs a worker loop that finds no frames: its look for a new
+        // snapshot and for expiry work, as `between_batches` runs every loop.
+        let mut b = Bench::new(1 << 16);
+        let start = Instant::now();
+        let t = Instant::now();
+        measure_idle(&mut b, count, start);
+        println!(
+            "idle: {count} loops, {:.1} ns each",
+            t.elapsed().as_nanos() as f64 / count as f64
+        );
+        return;
+    }
     let (vip, conns) = match case {
         "nat" => (10, 1000),
         "fullnat" => (11, 1000),
         "dr" => (12, 1000),
         "tun" => (13, 1000),
         "nat1m" => (10, 1_000_000),
-        other => panic!("unknown case {other}: nat, fullnat, dr, tun, new, nat1m"),
+        other => panic!("unknown case {other}: nat, fullnat, dr, tun, new, nat1m, idle"),
     };
     let (mut b, store, len, now) = established_setup(vip, conns);
     let setup = t.elapsed();

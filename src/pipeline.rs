@@ -40,6 +40,7 @@ pub enum Verdict {
 }
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -55,7 +56,43 @@ use crate::xmit::tun::{self, TunError};
 use crate::xmit::{Parsed, dr, fullnat, nat, set_l2};
 
 /// Where the control thread publishes service-table snapshots for the workers.
-pub type Published = ArcSwap<ServiceTable>;
+///
+/// Workers look for a new snapshot every loop, busy or idle: they read the generation (a plain
+/// load) and load the snapshot only when it changed, since `ArcSwap::load` costs an atomic
+/// read-modify-write and a fence.
+pub struct Published {
+    table: ArcSwap<ServiceTable>,
+    /// The generation of the snapshot stored last, written after it.
+    generation: AtomicU64,
+}
+
+impl Published {
+    pub fn new(snap: ServiceTable) -> Published {
+        Published {
+            generation: AtomicU64::new(snap.generation),
+            table: ArcSwap::from_pointee(snap),
+        }
+    }
+
+    /// Publishes a snapshot; its generation must differ from the last one's.
+    pub fn store(&self, snap: ServiceTable) {
+        let g = snap.generation;
+        self.table.store(Arc::new(snap));
+        self.generation.store(g, Ordering::Release);
+    }
+
+    /// The current snapshot.
+    pub fn load_full(&self) -> Arc<ServiceTable> {
+        self.table.load_full()
+    }
+
+    /// The generation of the snapshot published last: once this is seen, [`Published::load_full`]
+    /// returns that snapshot or a later one.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
 
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -159,9 +196,8 @@ impl Pipeline {
 
     /// Picks up a newer snapshot if one was published (workers call this between batches).
     pub fn refresh(&mut self) {
-        let cur = self.published.load();
-        if cur.generation != self.snap.generation {
-            let new = arc_swap::Guard::into_inner(cur);
+        if self.published.generation() != self.snap.generation {
+            let new = self.published.load_full();
             // A service whose scheduler and real servers did not change keeps its scheduler state,
             // so that an unrelated change (a neighbour learnt, another service edited) does not
             // restart its rotation.
@@ -901,5 +937,84 @@ fn check_ttl(p: &Parsed) -> Step<()> {
         Err(drop(DropReason::TtlExceeded))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::Offline;
+    use crate::service::DestIds;
+
+    const BASE: &str = r#"
+[[interface]]
+name = "lb0"
+mac = "02:00:00:00:01:01"
+address = ["198.18.1.1/24"]
+[[interface]]
+name = "lb1"
+mac = "02:00:00:00:02:01"
+address = ["198.18.2.1/24"]
+[[neighbour]]
+address = "198.18.1.2"
+mac = "02:00:00:00:01:02"
+interface = "lb0"
+[[neighbour]]
+address = "198.18.2.11"
+mac = "02:00:00:00:02:11"
+interface = "lb1"
+"#;
+    const SERVICE: &str = r#"
+[[virtual_server]]
+vip = "198.18.0.10"
+port = 80
+protocol = "tcp"
+lb_algo = "rr"
+lb_kind = "NAT"
+real_server = [{ address = "198.18.2.11", port = 8080 }]
+"#;
+
+    fn syn(sport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 1, 1])
+            .ipv4([198, 18, 1, 2], [198, 18, 0, 10], 64)
+            .tcp(sport, 80, 1, 64240)
+            .syn()
+            .write(&mut out, &[])
+            .unwrap();
+        out
+    }
+
+    fn run(p: &mut Pipeline, f: &[u8], now: Instant) -> Verdict {
+        let mut buf = vec![0u8; HEADROOM + f.len()];
+        buf[HEADROOM..].copy_from_slice(f);
+        p.process(&mut Frame::new(&mut buf, HEADROOM, f.len()), 0, now)
+    }
+
+    /// A published snapshot is taken up between batches, not in the middle of one, and only once
+    /// its generation is seen.
+    #[test]
+    fn a_new_snapshot_is_taken_up_between_batches() {
+        let cfg = crate::config::parse(&format!("{BASE}{SERVICE}"), "t").unwrap();
+        let mut o = Offline::new(&cfg, &[]).unwrap();
+        let now = Instant::now();
+        assert!(matches!(
+            run(&mut o.pipeline, &syn(1000), now),
+            Verdict::Forward { port: 1 }
+        ));
+
+        // The service goes: the next snapshot serves nothing.
+        let bare = crate::config::parse(BASE, "t").unwrap();
+        let next = o.pipeline.snapshot().generation + 1;
+        let snap = ServiceTable::build(&bare, o.ports.clone(), &[], &[], &mut DestIds::default(), next);
+        o.published.store(snap);
+        assert_eq!(o.published.generation(), next);
+        assert!(
+            matches!(run(&mut o.pipeline, &syn(1001), now), Verdict::Forward { .. }),
+            "within the batch, the old snapshot still serves"
+        );
+        o.pipeline.between_batches(now);
+        assert_eq!(o.pipeline.snapshot().generation, next);
+        assert_eq!(run(&mut o.pipeline, &syn(1002), now), Verdict::PassToKernel);
     }
 }

@@ -130,7 +130,7 @@ impl Offline {
             .collect();
         let mut ids = DestIds::default();
         let snap = ServiceTable::build(cfg, ports.clone(), &[], neigh, &mut ids, 1);
-        let published = Arc::new(Published::from_pointee(snap));
+        let published = Arc::new(Published::new(snap));
         let counters = Arc::new(DestCounters::default());
         let table = Arc::new(ConnTable::new(cfg.conn.table(), counters.clone()));
         let pipeline = Pipeline::new(published.clone(), table.clone(), counters);
@@ -201,7 +201,7 @@ impl<'c> Replayer<'c> {
                 &mut self.ids,
                 self.generation,
             );
-            self.published.store(Arc::new(snap));
+            self.published.store(snap);
             self.pipeline.refresh();
         }
     }

@@ -279,7 +279,7 @@ fn io_total(workers: &Workers) -> IoCounters {
 fn publish(snap: ServiceTable, published: &Published, workers: &mut Workers) {
     resolve_missing(&snap);
     let (s, l, n, o) = snap.filter();
-    published.store(Arc::new(snap));
+    published.store(snap);
     if let Err(e) = workers.set_filter(&s, &l, &n, &o) {
         eprintln!("xvs: cannot update the packet filter: {e}");
     }
@@ -301,7 +301,8 @@ struct Report {
 struct Worker {
     pipeline: Pipeline,
     report: Arc<Mutex<Report>>,
-    last: Instant,
+    /// When the counters are next handed to the control thread.
+    next_report: Instant,
 }
 
 impl Process for Worker {
@@ -317,8 +318,9 @@ impl Process for Worker {
 
     fn between_batches(&mut self, now: Instant) {
         self.pipeline.between_batches(now);
-        if now.duration_since(self.last) >= REPORT_EVERY {
-            self.last = now;
+        // An `Instant` compared, not a `duration_since` taken: this runs every loop.
+        if now >= self.next_report {
+            self.next_report = now + REPORT_EVERY;
             if let Ok(mut r) = self.report.lock() {
                 r.stats.clone_from(&self.pipeline.stats);
                 r.unresolved.append(&mut self.pipeline.unresolved);
@@ -608,7 +610,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut generation = 1;
     let snap = view.healthy_snapshot(&cfg, &health, vrrp.as_ref(), &mut ids, generation);
     let (svcs, laddrs, nat, locals) = snap.filter();
-    let published = Arc::new(Published::from_pointee(snap));
+    let published = Arc::new(Published::new(snap));
     let counters = Arc::new(DestCounters::default());
     let table = Arc::new(ConnTable::new(cfg.conn.table(), counters.clone()));
 
@@ -620,7 +622,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         Worker {
             pipeline: Pipeline::new(published.clone(), table.clone(), counters.clone()),
             report,
-            last: Instant::now(),
+            next_report: Instant::now(),
         }
     })
     .map_err(RunError::Io)?;

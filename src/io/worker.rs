@@ -103,7 +103,7 @@ pub fn run_worker<P: Process + ?Sized>(
     idle_sleep: Option<Duration>,
 ) {
     let mut c = IoCounters::default();
-    let mut last = Instant::now();
+    let mut next_publish = Instant::now();
     let mut idle = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -124,8 +124,8 @@ pub fn run_worker<P: Process + ?Sized>(
         } else {
             idle = 0;
         }
-        if now.duration_since(last) >= PUBLISH_EVERY {
-            last = now;
+        if now >= next_publish {
+            next_publish = now + PUBLISH_EVERY;
             backend.ring_stats(&mut c);
             if let Ok(mut s) = shared.lock() {
                 *s = c.clone();
