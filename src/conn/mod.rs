@@ -7,9 +7,11 @@
 //! port, and the pool hands out only ports whose (laddr, lport) hashes to the client's shard, so a
 //! lookup in either direction takes exactly one lock and any worker can serve any packet.
 //!
-//! **Compact.** A shard holds a slab of [`Conn`] entries and an [`index`] with two slot numbers per
+//! **Compact.** A shard holds a slab of entries and an [`index`] with two slot numbers per
 //! connection (inbound and outbound key, told apart by the top bit); key equality is checked
-//! against the slab entry.
+//! against the slab entry. An entry is a 64-byte line that every packet of the connection reads
+//! (endpoints, state, timer: a NAT, DR or TUN packet waits for one line of its connection) and a
+//! 20-byte rest (FULLNAT's local endpoint, the persistence template), 84 bytes in all.
 //!
 //! **One hash per packet.** A packet is hashed once, on the endpoint that picks its shard (the
 //! source of an inbound packet, the destination of an outbound one), with `ahash` and random keys
@@ -95,13 +97,10 @@ pub enum InsertError {
     Conflict,
 }
 
-/// One connection: the client, virtual, real-server and (FULLNAT) local endpoints, its state and
-/// its timer. `Copy` and plain data, so that it can be serialised for synchronisation.
-///
-/// 88 bytes of fields, aligned to 32 so that every entry of the slab lies in exactly two cache
-/// lines (unaligned, a quarter of them would straddle three, and a lookup would wait for each).
+/// One connection: the client, virtual, real-server and (FULLNAT) local endpoints and its state.
+/// `Copy` and plain data, so that it can be serialised for synchronisation. The table stores it
+/// as a [`Hot`] line and a [`Cold`] rest; this is the two put together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(align(32))]
 pub struct Conn {
     pub caddr: Addr,
     pub vaddr: Addr,
@@ -115,37 +114,11 @@ pub struct Conn {
     pub proto: Proto,
     pub method: Method,
     pub state: TcpState,
-    /// Persistence prefix + 1, or 0 when no template controls this connection.
-    persist: u8,
-    /// Expiry, nanoseconds after the table's epoch.
-    expires: u64,
 }
 
 impl Conn {
     pub fn state_name(&self) -> &'static str {
         self.state.name()
-    }
-
-    fn in_matches(&self, t: &Tuple) -> bool {
-        self.proto == t.proto
-            && self.cport == t.sport
-            && self.vport == t.dport
-            && self.caddr == t.src
-            && self.vaddr == t.dst
-    }
-
-    fn out_matches(&self, t: &Tuple) -> bool {
-        let (a, p) = self.out_dst();
-        self.proto == t.proto && self.dport == t.sport && p == t.dport && self.daddr == t.src && a == t.dst
-    }
-
-    /// Where the real server's packets go: the local endpoint under FULLNAT, the client otherwise.
-    fn out_dst(&self) -> (Addr, u16) {
-        if self.method == Method::FullNat {
-            (self.laddr, self.lport)
-        } else {
-            (self.caddr, self.cport)
-        }
     }
 
     #[cfg(test)]
@@ -156,6 +129,15 @@ impl Conn {
             sport: self.cport,
             dst: self.vaddr,
             dport: self.vport,
+        }
+    }
+
+    /// Where the real server's packets go: the local endpoint under FULLNAT, the client otherwise.
+    fn out_dst(&self) -> (Addr, u16) {
+        if self.method == Method::FullNat {
+            (self.laddr, self.lport)
+        } else {
+            (self.caddr, self.cport)
         }
     }
 
@@ -170,6 +152,96 @@ impl Conn {
         }
     }
 
+    fn active(&self) -> bool {
+        self.state == TcpState::Established
+    }
+}
+
+/// The part of a connection that every packet reads, and the timer every packet writes: one
+/// cache line of its own, so that an established NAT, DR or TUN packet waits for one line of its
+/// connection (and FULLNAT's for two). The protocol is the state's (UDP has a state of its own).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+pub(super) struct Hot {
+    caddr: Addr,
+    vaddr: Addr,
+    daddr: Addr,
+    cport: u16,
+    vport: u16,
+    dport: u16,
+    method: Method,
+    state: TcpState,
+    dest_id: u32,
+    /// Expiry on the table's clock in ticks (see [`tick`]), compared with wrapping arithmetic.
+    expires: u32,
+}
+
+const _: () = assert!(size_of::<Option<Hot>>() == 64);
+
+/// The rest of a connection: FULLNAT's local endpoint, and the template it counts in.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Cold {
+    laddr: Addr,
+    lport: u16,
+    /// Persistence prefix + 1, or 0 when no template controls this connection.
+    persist: u8,
+}
+
+/// Nanoseconds per tick of a connection's timer, 2^21 (about 2.1 ms): a 32-bit timer then spans
+/// 104 days, compared with wrapping arithmetic, and timeouts are at most 30 days (the
+/// configuration's limit), within half of that.
+const TICK_SHIFT: u32 = 21;
+
+/// The longest timer, a third of the counter's span (35 days): well within the half that wrapping
+/// comparisons allow, and above the configuration's limit.
+const MAX_TTL_TICKS: u32 = u32::MAX / 3;
+
+/// The table's clock (nanoseconds since its epoch) in ticks, wrapping.
+#[inline]
+fn tick(now_ns: u64) -> u32 {
+    (now_ns >> TICK_SHIFT) as u32
+}
+
+/// Whether a timer set to `expires` has run out at tick `now`.
+#[inline]
+fn expired(expires: u32, now: u32) -> bool {
+    now.wrapping_sub(expires) as i32 >= 0
+}
+
+impl Hot {
+    fn proto(&self) -> Proto {
+        if self.state == TcpState::Udp {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        }
+    }
+
+    fn in_matches(&self, t: &Tuple) -> bool {
+        self.proto() == t.proto
+            && self.cport == t.sport
+            && self.vport == t.dport
+            && self.caddr == t.src
+            && self.vaddr == t.dst
+    }
+
+    /// Whether `t` is this connection's outbound tuple; `cold` is its cold part, read for FULLNAT
+    /// only.
+    fn out_matches(&self, cold: impl FnOnce() -> Option<(Addr, u16)>, t: &Tuple) -> bool {
+        if self.proto() != t.proto || self.dport != t.sport || self.daddr != t.src {
+            return false;
+        }
+        let (a, p) = if self.method == Method::FullNat {
+            match cold() {
+                Some(x) => x,
+                None => return false,
+            }
+        } else {
+            (self.caddr, self.cport)
+        };
+        p == t.dport && a == t.dst
+    }
+
     fn way(&self, dir: Dir) -> Way {
         match (dir, self.method.two_way()) {
             (Dir::Out, _) => Way::Output,
@@ -180,6 +252,45 @@ impl Conn {
 
     fn active(&self) -> bool {
         self.state == TcpState::Established
+    }
+
+    /// The whole connection, FULLNAT's local endpoint from `cold` (which only FULLNAT reads: the
+    /// others have none).
+    #[inline(always)]
+    fn conn(&self, cold: impl FnOnce() -> (Addr, u16)) -> Conn {
+        let (laddr, lport) = if self.method == Method::FullNat {
+            cold()
+        } else {
+            (Addr::UNSPECIFIED, 0)
+        };
+        Conn {
+            caddr: self.caddr,
+            vaddr: self.vaddr,
+            daddr: self.daddr,
+            laddr,
+            cport: self.cport,
+            vport: self.vport,
+            dport: self.dport,
+            lport,
+            dest_id: self.dest_id,
+            proto: self.proto(),
+            method: self.method,
+            state: self.state,
+        }
+    }
+
+    /// Time left at tick `now` (zero once expired).
+    fn left(&self, now: u32) -> Duration {
+        let t = self.expires.wrapping_sub(now) as i32;
+        Duration::from_nanos((t.max(0) as u64) << TICK_SHIFT)
+    }
+}
+
+impl Slab {
+    /// Entry `s` whole (`None` where the slot is free).
+    fn conn(&self, s: usize) -> Option<Conn> {
+        let h = self.get(s)?;
+        Some(h.conn(|| self.cold(s).map_or((Addr::UNSPECIFIED, 0), |c| (c.laddr, c.lport))))
     }
 }
 
@@ -249,8 +360,8 @@ pub struct ConnTable {
     shards: Box<[ShardCell]>,
     mask: usize,
     per_shard: usize,
-    /// Each state's timeout in nanoseconds, by `TcpState as usize`.
-    ttl_ns: [u64; TcpState::COUNT],
+    /// Each state's timeout in ticks, by `TcpState as usize`.
+    ttl_ticks: [u32; TcpState::COUNT],
     hasher: ahash::RandomState,
     counters: Arc<DestCounters>,
     epoch: Instant,
@@ -264,7 +375,12 @@ impl ConnTable {
             shards: (0..n).map(|_| ShardCell::new()).collect(),
             mask: n - 1,
             per_shard: cfg.max_conns.div_ceil(n).max(1),
-            ttl_ns: std::array::from_fn(|i| TcpState::ALL[i].timeout(&cfg.timeouts).as_nanos() as u64),
+            // Rounded up, and a tick more: the current tick is counted from its start, and a
+            // connection must not expire early.
+            ttl_ticks: std::array::from_fn(|i| {
+                let ns = TcpState::ALL[i].timeout(&cfg.timeouts).as_nanos() as u64;
+                (ns.div_ceil(1 << TICK_SHIFT) + 1).min(u64::from(MAX_TTL_TICKS)) as u32
+            }),
             hasher: ahash::RandomState::new(),
             counters,
             epoch: Instant::now(),
@@ -273,8 +389,8 @@ impl ConnTable {
     }
 
     #[inline]
-    fn ttl(&self, s: TcpState) -> u64 {
-        self.ttl_ns[s as usize]
+    fn ttl(&self, s: TcpState) -> u32 {
+        self.ttl_ticks[s as usize]
     }
 
     /// The table's clock: nanoseconds since its epoch. Workers read it once per batch.
@@ -339,14 +455,12 @@ impl ConnTable {
     }
 
     /// Starts loading the entry that hash `h` finds in `dir`, once its bucket is (being) loaded:
-    /// takes the shard's lock, reads the bucket and prefetches the entry's two cache lines.
+    /// takes the shard's lock, reads the bucket and prefetches the entry's hot line.
     pub fn prefetch_entry(&self, dir: Dir, h: u64) {
         let sh = self.lock(self.shard_of_hash(h));
         let want_out = dir == Dir::Out;
         if let Some(e) = sh.index.find(h, |e| (e & OUT_BIT != 0) == want_out) {
-            let p = sh.slab.entry_ptr((e & !OUT_BIT) as usize);
-            prefetch(p);
-            prefetch(p.cast::<u8>().wrapping_add(size_of::<Option<Conn>>() - 1));
+            prefetch(sh.slab.entry_ptr((e & !OUT_BIT) as usize));
         }
     }
 
@@ -373,9 +487,10 @@ impl ConnTable {
         sh.index
             .find(h, |e| {
                 let out = e & OUT_BIT != 0;
+                let s = (e & !OUT_BIT) as usize;
                 out == want_out
-                    && match sh.slab.get((e & !OUT_BIT) as usize) {
-                        Some(c) if out => c.out_matches(t),
+                    && match sh.slab.get(s) {
+                        Some(c) if out => c.out_matches(|| sh.slab.cold(s).map(|k| (k.laddr, k.lport)), t),
                         Some(c) => c.in_matches(t),
                         None => false,
                     }
@@ -394,21 +509,27 @@ impl ConnTable {
     pub fn lookup_hashed(&self, dir: Dir, t: &Tuple, h: u64, tcp_flags: u8, now_ns: u64) -> Option<Conn> {
         let mut sh = self.lock(self.shard_of_hash(h));
         let slot = self.find(&sh, dir, t, h)?;
+        let now = tick(now_ns);
         let c = sh.slab.get_mut(slot as usize)?.as_mut()?;
-        if c.expires <= now_ns {
+        if expired(c.expires, now) {
             let tpl = self.unlink(&mut sh, slot);
             drop(sh);
             self.release_template(tpl);
             return None;
         }
         let was_active = c.active();
-        if c.proto == Proto::Tcp {
+        if c.state != TcpState::Udp {
             c.state = c.state.next(c.way(dir), tcp_flags);
         }
-        c.expires = now_ns + self.ttl(c.state);
-        // Straight into the return value: a `Conn` is 96 bytes, and each extra move copies them.
-        let out = Some(*c);
+        c.expires = now.wrapping_add(self.ttl(c.state));
         let (now_active, dest_id) = (c.active(), c.dest_id);
+        // Straight into the return value: a `Conn` is 80 bytes, and each extra move copies them.
+        let c = *c;
+        let out = Some(c.conn(|| {
+            sh.slab
+                .cold(slot as usize)
+                .map_or((Addr::UNSPECIFIED, 0), |k| (k.laddr, k.lport))
+        }));
         drop(sh);
         if was_active != now_active {
             let ctr = self.counters.get(dest_id);
@@ -428,8 +549,11 @@ impl ConnTable {
         let now_ns = self.clock(now);
         let h = self.hash(dir, t);
         let sh = self.lock(self.shard_of_hash(h));
-        let slot = self.find(&sh, dir, t, h)?;
-        sh.slab.get(slot as usize).copied().filter(|c| c.expires > now_ns)
+        let slot = self.find(&sh, dir, t, h)? as usize;
+        if expired(sh.slab.get(slot)?.expires, tick(now_ns)) {
+            return None;
+        }
+        sh.slab.conn(slot)
     }
 
     /// Creates a connection in the state its first packet gives it. FULLNAT takes a local address
@@ -506,9 +630,10 @@ impl ConnTable {
     ) -> Result<(Conn, bool), InsertError> {
         // An expired entry for the same tuple that no sweep has removed yet goes now: left in the
         // index, it would be found before the new one.
+        let now = tick(now_ns);
         if let Some(slot) = self.find(sh, Dir::In, tin, hin) {
-            match sh.slab.get(slot as usize).copied() {
-                Some(c) if c.expires > now_ns => return Ok((c, false)),
+            match sh.slab.get(slot as usize).filter(|c| !expired(c.expires, now)) {
+                Some(_) if let Some(c) = sh.slab.conn(slot as usize) => return Ok((c, false)),
                 _ => released[0] = self.unlink(sh, slot),
             }
         }
@@ -520,56 +645,63 @@ impl ConnTable {
         } else {
             (Addr::UNSPECIFIED, 0)
         };
-        let mut c = Conn {
+        let mut h = Hot {
             caddr: n.caddr,
             vaddr: n.vaddr,
             daddr: n.daddr,
-            laddr,
             cport: n.cport,
             vport: n.vport,
             dport: n.dport,
-            lport,
-            dest_id: n.dest_id,
-            proto: n.proto,
             method: n.method,
             state: if n.proto == Proto::Tcp {
                 TcpState::None
             } else {
                 TcpState::Udp
             },
-            persist: n.persist_prefix.map(|p| p + 1).unwrap_or(0),
+            dest_id: n.dest_id,
             expires: 0,
         };
-        if c.proto == Proto::Tcp {
-            c.state = c.state.next(c.way(Dir::In), tcp_flags);
+        if n.proto == Proto::Tcp {
+            h.state = h.state.next(h.way(Dir::In), tcp_flags);
         }
-        c.expires = now_ns + self.ttl(c.state);
+        h.expires = now.wrapping_add(self.ttl(h.state));
+        let cold = Cold {
+            laddr,
+            lport,
+            persist: n.persist_prefix.map(|p| p + 1).unwrap_or(0),
+        };
+        let c = h.conn(|| (laddr, lport));
         // Without FULLNAT the outbound key is the client endpoint too: the same hash.
         if n.method != Method::FullNat
             && let Some(old) = self.find(sh, Dir::Out, &c.out_tuple(), hin)
-            && let Some(o) = sh.slab.get(old as usize).copied()
+            && let Some(o) = sh.slab.get(old as usize)
         {
-            if o.expires > now_ns && o.active() {
+            if !expired(o.expires, now) && o.active() {
                 return Err(InsertError::Conflict);
             }
             released[1] = self.unlink(sh, old);
         }
-        let slot = match sh.free.pop().and_then(|s| Some((s, sh.slab.get_mut(s as usize)?))) {
-            Some((s, e)) => {
-                *e = Some(c);
+        let slot = match sh.free.pop() {
+            Some(s) => {
+                if let Some(e) = sh.slab.get_mut(s as usize) {
+                    *e = Some(h);
+                }
+                if let Some(e) = sh.slab.cold_mut(s as usize) {
+                    *e = cold;
+                }
                 s
             }
-            None => sh.slab.push(c) as u32,
+            None => sh.slab.push(h, cold) as u32,
         };
         let hout = self.out_hash(&c, hin);
         let Shard { index, slab, .. } = sh;
         // Growing places every other connection's two keys again, walking the slab in order.
         let grew = index.reserve(2, |new| {
-            for (s, c) in slab.iter().enumerate() {
-                if let Some(c) = c
+            for (s, (h, k)) in slab.iter().enumerate() {
+                if let Some(h) = h
                     && s != slot as usize
                 {
-                    let (i, o) = self.key_hashes(c);
+                    let (i, o) = self.key_hashes(&h.conn(|| (k.laddr, k.lport)));
                     new.insert(i, s as u32);
                     new.insert(o, s as u32 | OUT_BIT);
                 }
@@ -609,7 +741,9 @@ impl ConnTable {
 
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
     fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
-        let c = sh.slab.get_mut(slot as usize)?.take()?;
+        let c = sh.slab.conn(slot as usize)?;
+        sh.slab.get_mut(slot as usize)?.take();
+        let persist = sh.slab.cold(slot as usize).map_or(0, |k| k.persist);
         let (hin, hout) = self.key_hashes(&c);
         sh.index.remove(hin, slot);
         sh.index.remove(hout, slot | OUT_BIT);
@@ -622,7 +756,7 @@ impl ConnTable {
         }
         let ctr = self.counters.get(c.dest_id);
         if c.active() { &ctr.active } else { &ctr.inactive }.fetch_sub(1, Ordering::Relaxed);
-        (c.persist > 0).then(|| (c.proto, c.caddr.masked(c.persist - 1), c.vaddr, c.vport))
+        (persist > 0).then(|| (c.proto, c.caddr.masked(persist - 1), c.vaddr, c.vport))
     }
 
     fn template_shard(&self, k: &TemplateKey) -> usize {
@@ -643,7 +777,7 @@ impl ConnTable {
         let h = self.hash(dir, t);
         let mut sh = self.lock(self.shard_of_hash(h));
         let slot = self.find(&sh, dir, t, h)?;
-        let c = *sh.slab.get(slot as usize)?;
+        let c = sh.slab.conn(slot as usize)?;
         let tpl = self.unlink(&mut sh, slot);
         drop(sh);
         self.release_template(tpl);
@@ -724,8 +858,9 @@ impl ConnTable {
         let end = (start + budget).min(sh.slab.len());
         let mut released = Vec::new();
         let mut n = 0;
+        let now = tick(now_ns);
         for slot in start..end {
-            if sh.slab.get(slot).is_some_and(|c| c.expires <= now_ns) {
+            if sh.slab.get(slot).is_some_and(|c| expired(c.expires, now)) {
                 if let Some(k) = self.unlink(&mut sh, slot as u32) {
                     released.push(k);
                 }
@@ -754,11 +889,14 @@ impl ConnTable {
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
             let sh = self.lock(i);
-            for c in sh.slab.iter().flatten().filter(|c| c.expires > now_ns) {
+            for (h, k) in sh.slab.iter().filter_map(|(h, k)| Some((h?, k))) {
+                if expired(h.expires, tick(now_ns)) {
+                    continue;
+                }
                 if out.len() >= limit {
                     return out;
                 }
-                out.push((*c, Duration::from_nanos(c.expires - now_ns)));
+                out.push((h.conn(|| (k.laddr, k.lport)), h.left(tick(now_ns))));
             }
         }
         out
@@ -788,8 +926,10 @@ impl ConnTable {
         let now_ns = self.clock(now);
         for i in 0..self.shards.len() {
             let s = self.lock(i);
-            for c in s.slab.iter().flatten().filter(|c| c.expires > now_ns) {
-                f(c, Duration::from_nanos(c.expires - now_ns));
+            for (h, k) in s.slab.iter().filter_map(|(h, k)| Some((h?, k))) {
+                if !expired(h.expires, tick(now_ns)) {
+                    f(&h.conn(|| (k.laddr, k.lport)), h.left(tick(now_ns)));
+                }
             }
         }
     }

@@ -4,8 +4,11 @@
 //!
 //! Chunks double from 1024 entries up to 16384 and stay at that size after, so that a small
 //! table stays small and a large one wastes at most one partly filled chunk per shard.
+//!
+//! Each entry is two parts in parallel chunks: the [`Hot`] line every packet reads, aligned to a
+//! cache line of its own, and the [`Cold`] rest.
 
-use super::Conn;
+use super::{Cold, Hot};
 
 /// Entries of the first chunk (and of the second).
 const FIRST: usize = 1024;
@@ -17,7 +20,8 @@ const GROWING: usize = (LAST_SHIFT - FIRST_SHIFT) as usize + 1;
 
 #[derive(Default)]
 pub(super) struct Slab {
-    chunks: Vec<Box<[Option<Conn>]>>,
+    chunks: Vec<Box<[Option<Hot>]>>,
+    colds: Vec<Box<[Cold]>>,
     len: usize,
 }
 
@@ -56,45 +60,66 @@ impl Slab {
     }
 
     /// Appends an entry; returns its slot.
-    pub fn push(&mut self, c: Conn) -> usize {
+    pub fn push(&mut self, h: Hot, c: Cold) -> usize {
         let s = self.len;
         let (k, i) = locate(s);
         if k == self.chunks.len() {
             self.chunks.push(vec![None; chunk_len(k)].into_boxed_slice());
+            self.colds.push(vec![Cold::default(); chunk_len(k)].into_boxed_slice());
         }
-        self.chunks[k][i] = Some(c);
+        self.chunks[k][i] = Some(h);
+        self.colds[k][i] = c;
         self.len += 1;
         s
     }
 
     #[inline]
-    pub fn get(&self, s: usize) -> Option<&Conn> {
+    pub fn get(&self, s: usize) -> Option<&Hot> {
         let (k, i) = locate(s);
         self.chunks.get(k)?.get(i)?.as_ref()
     }
 
     #[inline]
-    pub fn get_mut(&mut self, s: usize) -> Option<&mut Option<Conn>> {
+    pub fn get_mut(&mut self, s: usize) -> Option<&mut Option<Hot>> {
         let (k, i) = locate(s);
         self.chunks.get_mut(k)?.get_mut(i)
     }
 
-    /// Where entry `s` is, for a prefetch (null for a slot beyond the slab).
+    /// The cold part of entry `s` (stale where the entry is free).
     #[inline]
-    pub fn entry_ptr(&self, s: usize) -> *const Option<Conn> {
+    pub fn cold(&self, s: usize) -> Option<&Cold> {
+        let (k, i) = locate(s);
+        self.colds.get(k)?.get(i)
+    }
+
+    #[inline]
+    pub fn cold_mut(&mut self, s: usize) -> Option<&mut Cold> {
+        let (k, i) = locate(s);
+        self.colds.get_mut(k)?.get_mut(i)
+    }
+
+    /// Where entry `s`'s hot line is, for a prefetch (null for a slot beyond the slab).
+    #[inline]
+    pub fn entry_ptr(&self, s: usize) -> *const Option<Hot> {
         let (k, i) = locate(s);
         self.chunks
             .get(k)
             .map_or(std::ptr::null(), |c| c.as_ptr().wrapping_add(i))
     }
 
-    /// Every slot in use, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &Option<Conn>> {
-        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    /// Every slot in use, in order, with its cold part.
+    pub fn iter(&self) -> impl Iterator<Item = (Option<&Hot>, &Cold)> {
+        self.chunks
+            .iter()
+            .zip(&self.colds)
+            .flat_map(|(h, c)| h.iter().map(Option::as_ref).zip(c.iter()))
+            .take(self.len)
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.capacity() * size_of::<Option<Conn>>() + self.chunks.capacity() * size_of::<Box<[Option<Conn>]>>()
+        self.capacity() * (size_of::<Option<Hot>>() + size_of::<Cold>())
+            + self.chunks.capacity() * size_of::<Box<[Option<Hot>]>>()
+            + self.colds.capacity() * size_of::<Box<[Cold]>>()
     }
 }
 

@@ -316,16 +316,16 @@ mod prop {
                 let (mut active, mut inactive, mut live) = (0, 0, 0);
                 for i in 0..t.shards.len() {
                     let s = t.lock(i);
-                    let n = s.slab.iter().flatten().count();
+                    let n = s.slab.iter().filter(|e| e.0.is_some()).count();
                     prop_assert_eq!(n, s.len);
                     prop_assert_eq!(s.index.len(), 2 * n);
                     // Both keys of every live connection find its slot.
-                    for (slot, c) in s.slab.iter().enumerate().filter_map(|(i, c)| Some((i as u32, (*c)?))) {
+                    for (slot, c) in (0..s.slab.len()).filter_map(|i| Some((i as u32, s.slab.conn(i)?))) {
                         let (ti, to) = (c.in_tuple(), c.out_tuple());
                         prop_assert_eq!(t.find(&s, Dir::In, &ti, t.hash(Dir::In, &ti)), Some(slot));
                         prop_assert_eq!(t.find(&s, Dir::Out, &to, t.hash(Dir::Out, &to)), Some(slot));
                     }
-                    for c in s.slab.iter().flatten() {
+                    for c in s.slab.iter().filter_map(|e| e.0) {
                         live += 1;
                         if c.active() { active += 1 } else { inactive += 1 }
                     }
@@ -446,4 +446,18 @@ fn a_large_table_is_prefetched_for_and_still_finds_every_connection() {
         assert_eq!((c.caddr, c.cport), (n.caddr, n.cport));
         assert!(t.lookup(Dir::Out, &tout(&c), ACK, now).is_some());
     }
+}
+
+/// Connection timers are 32-bit ticks compared with wrapping arithmetic: a timer set across the
+/// wrap of the counter runs out when it should, and time left is never negative.
+#[test]
+fn timers_compare_across_the_wrap_of_the_tick_counter() {
+    assert!(!expired(5, u32::MAX - 3), "set nine ticks ahead, across the wrap");
+    assert!(expired(u32::MAX - 3, 5), "ran out nine ticks ago, across the wrap");
+    assert!(expired(7, 7));
+    assert!(!expired(8, 7));
+    let ttl = 1000u32;
+    let set = u32::MAX - 10;
+    assert!(!expired(set.wrapping_add(ttl), set.wrapping_add(ttl - 1)));
+    assert!(expired(set.wrapping_add(ttl), set.wrapping_add(ttl)));
 }
