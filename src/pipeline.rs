@@ -946,33 +946,8 @@ mod tests {
     use crate::replay::Offline;
     use crate::service::DestIds;
 
-    const BASE: &str = r#"
-[[interface]]
-name = "lb0"
-mac = "02:00:00:00:01:01"
-address = ["198.18.1.1/24"]
-[[interface]]
-name = "lb1"
-mac = "02:00:00:00:02:01"
-address = ["198.18.2.1/24"]
-[[neighbour]]
-address = "198.18.1.2"
-mac = "02:00:00:00:01:02"
-interface = "lb0"
-[[neighbour]]
-address = "198.18.2.11"
-mac = "02:00:00:00:02:11"
-interface = "lb1"
-"#;
-    const SERVICE: &str = r#"
-[[virtual_server]]
-vip = "198.18.0.10"
-port = 80
-protocol = "tcp"
-lb_algo = "rr"
-lb_kind = "NAT"
-real_server = [{ address = "198.18.2.11", port = 8080 }]
-"#;
+    /// The golden tests' director: a NAT service on 198.18.0.10:80 among others.
+    const GOLDEN: &str = include_str!("../tests/data/golden.toml");
 
     fn syn(sport: u16) -> Vec<u8> {
         let mut out = Vec::new();
@@ -995,7 +970,7 @@ real_server = [{ address = "198.18.2.11", port = 8080 }]
     /// its generation is seen.
     #[test]
     fn a_new_snapshot_is_taken_up_between_batches() {
-        let cfg = crate::config::parse(&format!("{BASE}{SERVICE}"), "t").unwrap();
+        let cfg = crate::config::parse(GOLDEN, "golden.toml").unwrap();
         let mut o = Offline::new(&cfg, &[]).unwrap();
         let now = Instant::now();
         assert!(matches!(
@@ -1003,8 +978,9 @@ real_server = [{ address = "198.18.2.11", port = 8080 }]
             Verdict::Forward { port: 1 }
         ));
 
-        // The service goes: the next snapshot serves nothing.
-        let bare = crate::config::parse(BASE, "t").unwrap();
+        // The services go: the next snapshot serves nothing.
+        let bare = &GOLDEN[..GOLDEN.find("[[virtual_server]]").unwrap()];
+        let bare = crate::config::parse(bare, "golden.toml").unwrap();
         let next = o.pipeline.snapshot().generation + 1;
         let snap = ServiceTable::build(&bare, o.ports.clone(), &[], &[], &mut DestIds::default(), next);
         o.published.store(snap);
