@@ -583,7 +583,7 @@ impl Pipeline {
     ) -> Step<Verdict> {
         let t = tuple(p, proto);
         let now_ns = self.clock(now);
-        // The found connection is used where it lies: a `Conn` is 96 bytes, and merging it with
+        // The found connection is used where it lies: a `Conn` is 80 bytes, and merging it with
         // a new one into one variable would copy it.
         let found = self.table.lookup_hashed(Dir::In, &t, h, p.tcp_flags, now_ns);
         let made;
