@@ -187,6 +187,13 @@ pub(super) struct Cold {
     persist: u8,
 }
 
+impl Cold {
+    /// FULLNAT's local endpoint (unspecified for the other methods).
+    fn local(&self) -> (Addr, u16) {
+        (self.laddr, self.lport)
+    }
+}
+
 /// Nanoseconds per tick of a connection's timer, 2^21 (about 2.1 ms): a 32-bit timer then spans
 /// 104 days, compared with wrapping arithmetic, and timeouts are at most 30 days (the
 /// configuration's limit), within half of that.
@@ -225,17 +232,14 @@ impl Hot {
             && self.vaddr == t.dst
     }
 
-    /// Whether `t` is this connection's outbound tuple; `cold` is its cold part, read for FULLNAT
-    /// only.
-    fn out_matches(&self, cold: impl FnOnce() -> Option<(Addr, u16)>, t: &Tuple) -> bool {
+    /// Whether `t` is this connection's outbound tuple; `local` gives FULLNAT's local endpoint
+    /// (from the cold part, read for FULLNAT only).
+    fn out_matches(&self, local: impl FnOnce() -> (Addr, u16), t: &Tuple) -> bool {
         if self.proto() != t.proto || self.dport != t.sport || self.daddr != t.src {
             return false;
         }
         let (a, p) = if self.method == Method::FullNat {
-            match cold() {
-                Some(x) => x,
-                None => return false,
-            }
+            local()
         } else {
             (self.caddr, self.cport)
         };
@@ -254,12 +258,12 @@ impl Hot {
         self.state == TcpState::Established
     }
 
-    /// The whole connection, FULLNAT's local endpoint from `cold` (which only FULLNAT reads: the
+    /// The whole connection, FULLNAT's local endpoint from `local` (which only FULLNAT reads: the
     /// others have none).
     #[inline(always)]
-    fn conn(&self, cold: impl FnOnce() -> (Addr, u16)) -> Conn {
+    fn conn(&self, local: impl FnOnce() -> (Addr, u16)) -> Conn {
         let (laddr, lport) = if self.method == Method::FullNat {
-            cold()
+            local()
         } else {
             (Addr::UNSPECIFIED, 0)
         };
@@ -287,10 +291,28 @@ impl Hot {
 }
 
 impl Slab {
+    /// FULLNAT's local endpoint of entry `s`, from its cold part.
+    fn local(&self, s: usize) -> (Addr, u16) {
+        self.cold(s).map_or((Addr::UNSPECIFIED, 0), Cold::local)
+    }
+
     /// Entry `s` whole (`None` where the slot is free).
     fn conn(&self, s: usize) -> Option<Conn> {
-        let h = self.get(s)?;
-        Some(h.conn(|| self.cold(s).map_or((Addr::UNSPECIFIED, 0), |c| (c.laddr, c.lport))))
+        Some(self.get(s)?.conn(|| self.local(s)))
+    }
+
+    /// Entry `s` whole, if it is live at tick `now`.
+    fn live(&self, s: usize, now: u32) -> Option<Conn> {
+        self.get(s).filter(|h| !expired(h.expires, now))?;
+        self.conn(s)
+    }
+
+    /// Every entry live at tick `now`, whole, with the time it has left.
+    fn each_live(&self, now: u32) -> impl Iterator<Item = (Conn, Duration)> {
+        self.iter().filter_map(move |(h, k)| {
+            let h = h.filter(|h| !expired(h.expires, now))?;
+            Some((h.conn(|| k.local()), h.left(now)))
+        })
     }
 }
 
@@ -490,7 +512,7 @@ impl ConnTable {
                 let s = (e & !OUT_BIT) as usize;
                 out == want_out
                     && match sh.slab.get(s) {
-                        Some(c) if out => c.out_matches(|| sh.slab.cold(s).map(|k| (k.laddr, k.lport)), t),
+                        Some(c) if out => c.out_matches(|| sh.slab.local(s), t),
                         Some(c) => c.in_matches(t),
                         None => false,
                     }
@@ -525,11 +547,7 @@ impl ConnTable {
         let (now_active, dest_id) = (c.active(), c.dest_id);
         // Straight into the return value: a `Conn` is 80 bytes, and each extra move copies them.
         let c = *c;
-        let out = Some(c.conn(|| {
-            sh.slab
-                .cold(slot as usize)
-                .map_or((Addr::UNSPECIFIED, 0), |k| (k.laddr, k.lport))
-        }));
+        let out = Some(c.conn(|| sh.slab.local(slot as usize)));
         drop(sh);
         if was_active != now_active {
             let ctr = self.counters.get(dest_id);
@@ -549,11 +567,8 @@ impl ConnTable {
         let now_ns = self.clock(now);
         let h = self.hash(dir, t);
         let sh = self.lock(self.shard_of_hash(h));
-        let slot = self.find(&sh, dir, t, h)? as usize;
-        if expired(sh.slab.get(slot)?.expires, tick(now_ns)) {
-            return None;
-        }
-        sh.slab.conn(slot)
+        let slot = self.find(&sh, dir, t, h)?;
+        sh.slab.live(slot as usize, tick(now_ns))
     }
 
     /// Creates a connection in the state its first packet gives it. FULLNAT takes a local address
@@ -632,9 +647,9 @@ impl ConnTable {
         // index, it would be found before the new one.
         let now = tick(now_ns);
         if let Some(slot) = self.find(sh, Dir::In, tin, hin) {
-            match sh.slab.get(slot as usize).filter(|c| !expired(c.expires, now)) {
-                Some(_) if let Some(c) = sh.slab.conn(slot as usize) => return Ok((c, false)),
-                _ => released[0] = self.unlink(sh, slot),
+            match sh.slab.live(slot as usize, now) {
+                Some(c) => return Ok((c, false)),
+                None => released[0] = self.unlink(sh, slot),
             }
         }
         if sh.len >= self.per_shard {
@@ -701,7 +716,7 @@ impl ConnTable {
                 if let Some(h) = h
                     && s != slot as usize
                 {
-                    let (i, o) = self.key_hashes(&h.conn(|| (k.laddr, k.lport)));
+                    let (i, o) = self.key_hashes(&h.conn(|| k.local()));
                     new.insert(i, s as u32);
                     new.insert(o, s as u32 | OUT_BIT);
                 }
@@ -889,14 +904,11 @@ impl ConnTable {
         let mut out = Vec::new();
         for i in 0..self.shards.len() {
             let sh = self.lock(i);
-            for (h, k) in sh.slab.iter().filter_map(|(h, k)| Some((h?, k))) {
-                if expired(h.expires, tick(now_ns)) {
-                    continue;
-                }
+            for e in sh.slab.each_live(tick(now_ns)) {
                 if out.len() >= limit {
                     return out;
                 }
-                out.push((h.conn(|| (k.laddr, k.lport)), h.left(tick(now_ns))));
+                out.push(e);
             }
         }
         out
@@ -926,10 +938,8 @@ impl ConnTable {
         let now_ns = self.clock(now);
         for i in 0..self.shards.len() {
             let s = self.lock(i);
-            for (h, k) in s.slab.iter().filter_map(|(h, k)| Some((h?, k))) {
-                if !expired(h.expires, tick(now_ns)) {
-                    f(&h.conn(|| (k.laddr, k.lport)), h.left(tick(now_ns)));
-                }
+            for (c, left) in s.slab.each_live(tick(now_ns)) {
+                f(&c, left);
             }
         }
     }
