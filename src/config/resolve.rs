@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawTimeouts, RawVirtualServer, S};
 use super::*;
+use crate::conn::MAX_SHARD_CONNS;
 
 /// Collects errors against one file.
 pub(super) struct Errs<'t> {
@@ -258,6 +259,17 @@ fn conn(e: &mut Errs, raw: &RawConfig, workers: usize) -> ConnSettings {
         .min((max_conns / 1024).max(1).next_power_of_two());
     let shards = match r.and_then(|r| r.shards.as_ref()) {
         Some(v) => match e.int::<usize>(v, "conn.shards", 1, 65536) {
+            Some(n) if n.is_power_of_two() && max_conns.div_ceil(n) > MAX_SHARD_CONNS => {
+                e.at(
+                    v.span(),
+                    "conn.shards",
+                    format!(
+                        "{n} shards of {max_conns} connections hold more than {MAX_SHARD_CONNS} each; use at least {}",
+                        max_conns.div_ceil(MAX_SHARD_CONNS).next_power_of_two()
+                    ),
+                );
+                derived
+            }
             Some(n) if n.is_power_of_two() => n,
             Some(n) => {
                 e.at(v.span(), "conn.shards", format!("{n} is not a power of two"));
@@ -640,6 +652,12 @@ mod tests {
         ("[global]\nio = \"dpdk\"\n", "global.io", "not one of", 2),
         ("[global]\nbatch_size = 4096\n", "global.batch_size", "out of range", 2),
         ("[conn]\nshards = 6\n", "conn.shards", "power of two", 2),
+        (
+            "[conn]\nmax_conns = 4294967296\nshards = 2\n",
+            "conn.shards",
+            "use at least 4",
+            3,
+        ),
         ("[conn]\nmax_conns = 0\n", "conn.max_conns", "out of range", 2),
         ("[conn.timeouts]\ntcp = 0\n", "conn.timeouts.tcp", "out of range", 2),
         (

@@ -7,17 +7,18 @@
 //! port, and the pool hands out only ports whose (laddr, lport) hashes to the client's shard, so a
 //! lookup in either direction takes exactly one lock and any worker can serve any packet.
 //!
-//! **Compact.** A shard holds a slab of entries and an [`index`] with two slot numbers per
-//! connection (inbound and outbound key, told apart by the top bit); key equality is checked
-//! against the slab entry. An entry is a 64-byte line that every packet of the connection reads
+//! **Compact.** A shard holds a slab of entries and an [`index`] of slot numbers, with the
+//! directions each key serves in the top two bits: one key per connection, as both directions are
+//! found by the client endpoint, and two for FULLNAT (the inbound key and the local endpoint's);
+//! key equality is checked against the slab entry. An entry is a 64-byte line that every packet of the connection reads
 //! (endpoints, state, timer: a NAT, DR or TUN packet waits for one line of its connection) and a
 //! 20-byte rest (FULLNAT's local endpoint, the persistence template), 84 bytes in all.
 //!
 //! **One hash per packet.** A packet is hashed once, on the endpoint that picks its shard (the
 //! source of an inbound packet, the destination of an outbound one), with `ahash` and random keys
 //! per table: client endpoints are chosen by attackers, and keyed hashing keeps them from aiming at
-//! one shard or one probe chain. The same hash places the key in the shard's index, so a NAT
-//! connection's two keys share one bucket. One client endpoint talking to many virtual services
+//! one shard or one probe chain. The same hash places the key in the shard's index. One client
+//! endpoint talking to many virtual services
 //! gives keys with one hash; there are at most as many as there are services.
 //!
 //! **Batches.** [`ConnTable::prefetch`] starts loading a key's bucket without taking the lock and
@@ -316,10 +317,27 @@ impl Slab {
     }
 }
 
-const OUT_BIT: u32 = 1 << 31;
-/// Index buckets of a shard from which the table counts as large (worth prefetching for): 2048
-/// buckets (128 KiB) hold up to 8000 connections, whose entries take most of a megabyte.
-const DEEP_BUCKETS: usize = 2048;
+/// An index value is a slab slot with the directions its key serves in the top two bits. Without
+/// FULLNAT one key serves both: the inbound and the outbound tuple are found by the client's
+/// endpoint, so the two would share a hash and a bucket.
+const IN_KEY: u32 = 1 << 30;
+const OUT_KEY: u32 = 1 << 31;
+const SLOT_MASK: u32 = IN_KEY - 1;
+/// The most slots a shard can have (what index values leave room for).
+pub const MAX_SHARD_CONNS: usize = SLOT_MASK as usize + 1;
+/// The index value bit of the keys that serve direction `dir`.
+#[inline]
+fn key_bit(dir: Dir) -> u32 {
+    match dir {
+        Dir::In => IN_KEY,
+        Dir::Out => OUT_KEY,
+    }
+}
+
+/// Index buckets of a shard from which the table counts as large (worth prefetching for): 1024
+/// buckets (64 KiB) hold up to 8192 keys, one per connection (two for FULLNAT), and 8000
+/// connections' entries take most of a megabyte.
+const DEEP_BUCKETS: usize = 1024;
 /// The expiry cursor counts slots: shard `i` owns cursor values `i * STRIDE ..`.
 const STRIDE: usize = 1 << 32;
 /// FULLNAT local ports come from this range.
@@ -396,7 +414,8 @@ impl ConnTable {
         ConnTable {
             shards: (0..n).map(|_| ShardCell::new()).collect(),
             mask: n - 1,
-            per_shard: cfg.max_conns.div_ceil(n).max(1),
+            // The config refuses more per shard than index values hold slots for.
+            per_shard: cfg.max_conns.div_ceil(n).clamp(1, MAX_SHARD_CONNS),
             // Rounded up, and a tick more: the current tick is counted from its start, and a
             // connection must not expire early.
             ttl_ticks: std::array::from_fn(|i| {
@@ -480,44 +499,33 @@ impl ConnTable {
     /// takes the shard's lock, reads the bucket and prefetches the entry's hot line.
     pub fn prefetch_entry(&self, dir: Dir, h: u64) {
         let sh = self.lock(self.shard_of_hash(h));
-        let want_out = dir == Dir::Out;
-        if let Some(e) = sh.index.find(h, |e| (e & OUT_BIT != 0) == want_out) {
-            prefetch(sh.slab.entry_ptr((e & !OUT_BIT) as usize));
+        if let Some(e) = sh.index.find(h, |e| e & key_bit(dir) != 0) {
+            prefetch(sh.slab.entry_ptr((e & SLOT_MASK) as usize));
         }
     }
 
-    /// The hashes `c`'s inbound and outbound keys are stored under: one hash unless FULLNAT
-    /// (the outbound key's endpoint is the client's too).
-    fn key_hashes(&self, c: &Conn) -> (u64, u64) {
-        let hin = self.hash_endpoint(&c.caddr, c.cport);
-        (hin, self.out_hash(c, hin))
-    }
-
-    /// The hash of `c`'s outbound key, given `hin`, that of its inbound key.
-    #[inline]
-    fn out_hash(&self, c: &Conn, hin: u64) -> u64 {
-        match c.method {
-            Method::FullNat => self.hash_endpoint(&c.laddr, c.lport),
-            _ => hin,
-        }
+    /// The index entries of connection `c` in `slot`, given `hin`, the hash of its inbound key:
+    /// one key for both directions, or FULLNAT's two (its outbound key is its local endpoint).
+    fn index_entries(&self, c: &Conn, hin: u64, slot: u32) -> impl Iterator<Item = (u64, u32)> {
+        let out = (c.method == Method::FullNat).then(|| (self.hash_endpoint(&c.laddr, c.lport), slot | OUT_KEY));
+        let first = if out.is_some() { IN_KEY } else { IN_KEY | OUT_KEY };
+        std::iter::once((hin, slot | first)).chain(out)
     }
 
     /// Finds the slot of the connection `t` belongs to in `dir`; `h` is `self.hash(dir, t)`.
     #[inline]
     fn find(&self, sh: &Shard, dir: Dir, t: &Tuple, h: u64) -> Option<u32> {
-        let want_out = dir == Dir::Out;
         sh.index
             .find(h, |e| {
-                let out = e & OUT_BIT != 0;
-                let s = (e & !OUT_BIT) as usize;
-                out == want_out
+                let s = (e & SLOT_MASK) as usize;
+                e & key_bit(dir) != 0
                     && match sh.slab.get(s) {
-                        Some(c) if out => c.out_matches(|| sh.slab.local(s), t),
+                        Some(c) if dir == Dir::Out => c.out_matches(|| sh.slab.local(s), t),
                         Some(c) => c.in_matches(t),
                         None => false,
                     }
             })
-            .map(|e| e & !OUT_BIT)
+            .map(|e| e & SLOT_MASK)
     }
 
     /// Finds the connection of a packet, applies the packet to its state (`tcp_flags`: the TCP
@@ -708,22 +716,24 @@ impl ConnTable {
             }
             None => sh.slab.push(h, cold) as u32,
         };
-        let hout = self.out_hash(&c, hin);
         let Shard { index, slab, .. } = sh;
-        // Growing places every other connection's two keys again, walking the slab in order.
-        let grew = index.reserve(2, |new| {
+        let keys = if n.method == Method::FullNat { 2 } else { 1 };
+        // Growing places every other connection's keys again, walking the slab in order.
+        let grew = index.reserve(keys, |new| {
             for (s, (h, k)) in slab.iter().enumerate() {
                 if let Some(h) = h
                     && s != slot as usize
                 {
-                    let (i, o) = self.key_hashes(&h.conn(|| k.local()));
-                    new.insert(i, s as u32);
-                    new.insert(o, s as u32 | OUT_BIT);
+                    let c = h.conn(|| k.local());
+                    for (h, v) in self.index_entries(&c, self.hash_endpoint(&c.caddr, c.cport), s as u32) {
+                        new.insert(h, v);
+                    }
                 }
             }
         });
-        index.insert(hin, slot);
-        index.insert(hout, slot | OUT_BIT);
+        for (h, v) in self.index_entries(&c, hin, slot) {
+            index.insert(h, v);
+        }
         if grew {
             self.shards[si].publish(index);
         }
@@ -759,9 +769,9 @@ impl ConnTable {
         let c = sh.slab.conn(slot as usize)?;
         sh.slab.get_mut(slot as usize)?.take();
         let persist = sh.slab.cold(slot as usize).map_or(0, |k| k.persist);
-        let (hin, hout) = self.key_hashes(&c);
-        sh.index.remove(hin, slot);
-        sh.index.remove(hout, slot | OUT_BIT);
+        for (h, v) in self.index_entries(&c, self.hash_endpoint(&c.caddr, c.cport), slot) {
+            sh.index.remove(h, v);
+        }
         sh.free.push(slot);
         sh.len -= 1;
         if c.method == Method::FullNat
