@@ -1,8 +1,9 @@
 //! Per-packet cost of the data plane, no NIC involved: `cargo bench --bench pipeline`.
 //!
 //! Cases (issue targets on the 2-core lab machine in brackets): established-flow NAT with a small
-//! table [< 80 ns] and with 1M connections [< 250 ns], a new TCP connection [< 400 ns], and
-//! established FULLNAT, DR and TUN. Frames go through in batches of 64 as a worker runs them
+//! table [< 80 ns] and with 1M connections [< 250 ns], a new TCP connection [< 400 ns] (in a
+//! table growing from empty, and in one at its working size where each replaces an expired one),
+//! and established FULLNAT, DR and TUN. Frames go through in batches of 64 as a worker runs them
 //! (each copied into its own buffer, since the rewrite is in place, then every frame looked at,
 //! then each processed); the copy is included in the figure, which is per packet.
 //!
@@ -11,8 +12,9 @@
 //! cache miss, but the connection table is visited at random.
 //!
 //! `cargo bench --bench pipeline -- --ir CASE N` runs N packets of one case outside criterion, for
-//! instruction counts that do not drift (CASE: nat, fullnat, dr, tun, new, nat1m, and idle: the
-//! data plane's part of a worker loop that finds no frames):
+//! instruction counts that do not drift (CASE: nat, fullnat, dr, tun, new, nat1m; churn: new
+//! connections in a table at its working size, each replacing an expired one; and idle: the data
+//! plane's part of a worker loop that finds no frames):
 //!
 //!     valgrind --tool=callgrind --toggle-collect='pipeline::measure*' target/release/deps/pipeline-* --ir nat 100000
 
@@ -194,6 +196,64 @@ fn measure_new(b: &mut Bench, frames: &[Vec<u8>], now: Instant) {
     assert_eq!(fwd, frames.len(), "every connection opened");
 }
 
+/// New connections in a table at its working size, as a director's is once its table has grown:
+/// each round first sweeps out the last round's connections (all expired by then) and then opens
+/// as many new ones, so that slots and index buckets are reused, and the sweep that freed them is
+/// counted with them.
+struct Churn {
+    b: Bench,
+    /// Two sets of clients, used in turn.
+    sets: [Vec<Vec<u8>>; 2],
+    round: usize,
+    open: usize,
+    now: Instant,
+}
+
+impl Churn {
+    /// A table filled with `n` connections (a round that is not measured).
+    fn new(n: usize) -> Churn {
+        let sets = [0, 1].map(|k| (0..n as u32).map(|i| tcp_frame(k * n as u32 + i, 10, true)).collect());
+        let mut c = Churn {
+            b: Bench::new(n.max(1 << 16) * 2),
+            sets,
+            round: 0,
+            open: 0,
+            now: Instant::now(),
+        };
+        c.round(n);
+        c
+    }
+
+    /// Sweeps out the last round's connections and opens `n` new ones.
+    fn round(&mut self, n: usize) {
+        // Past every timeout of a connection that has seen only its SYN.
+        self.now += Duration::from_secs(3600);
+        let mut left = self.open;
+        // The sweep as workers run it, 512 slots a step; bounded, should a connection stay.
+        for _ in 0..(left + 1024) * 4 {
+            if left == 0 {
+                break;
+            }
+            left -= self.b.d.table.expire(self.now, 512);
+        }
+        assert_eq!(left, 0, "every connection of the last round swept out");
+        let frames = &self.sets[self.round % 2][..n];
+        self.round += 1;
+        let mut fwd = 0;
+        for batch in frames.chunks(self.b.bufs.len()) {
+            fwd += self.b.run_batch(batch.iter().map(Vec::as_slice), self.now);
+        }
+        assert_eq!(fwd, n, "every connection opened");
+        self.open = n;
+    }
+}
+
+/// One round of [`Churn`] (the instruction-count harness).
+#[inline(never)]
+fn measure_churn(c: &mut Churn, n: usize) {
+    c.round(n);
+}
+
 /// Runs `count` idle worker loops' data-plane part (the instruction-count harness); the clock
 /// moves 100 ns a loop, so that the expiry sweep comes due as it would.
 #[inline(never)]
@@ -248,6 +308,22 @@ fn new_connections(c: &mut Criterion) {
             total
         })
     });
+    let rounds = 200_000;
+    let mut churn = Churn::new(rounds);
+    g.bench_function("nat_new_tcp_connection_steady", |bn| {
+        bn.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(rounds as u64) as usize;
+                let t = Instant::now();
+                churn.round(n);
+                total += t.elapsed();
+                left -= n as u64;
+            }
+            total
+        })
+    });
     g.finish();
 }
 
@@ -261,6 +337,16 @@ fn instruction_run(case: &str, count: usize) {
         measure_new(&mut b, &frames, Instant::now());
         println!(
             "new: {count} packets, {:.1} ns each",
+            t.elapsed().as_nanos() as f64 / count as f64
+        );
+        return;
+    }
+    if case == "churn" {
+        let mut c = Churn::new(count);
+        let t = Instant::now();
+        measure_churn(&mut c, count);
+        println!(
+            "churn: {count} packets, {:.1} ns each",
             t.elapsed().as_nanos() as f64 / count as f64
         );
         return;
@@ -284,7 +370,7 @@ fn instruction_run(case: &str, count: usize) {
         "dr" => (12, 1000),
         "tun" => (13, 1000),
         "nat1m" => (10, 1_000_000),
-        other => panic!("unknown case {other}: nat, fullnat, dr, tun, new, nat1m, idle"),
+        other => panic!("unknown case {other}: nat, fullnat, dr, tun, new, churn, nat1m, idle"),
     };
     let (mut b, store, len, now) = established_setup(vip, conns);
     let setup = t.elapsed();
