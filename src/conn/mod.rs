@@ -504,10 +504,12 @@ impl ConnTable {
         }
     }
 
-    /// The index entries of connection `c` in `slot`, given `hin`, the hash of its inbound key:
-    /// one key for both directions, or FULLNAT's two (its outbound key is its local endpoint).
-    fn index_entries(&self, c: &Conn, hin: u64, slot: u32) -> impl Iterator<Item = (u64, u32)> {
-        let out = (c.method == Method::FullNat).then(|| (self.hash_endpoint(&c.laddr, c.lport), slot | OUT_KEY));
+    /// The index entries of the connection in `slot`, given `hin`, the hash of its inbound key,
+    /// and FULLNAT's local endpoint (`None` for the other methods): one key for both directions,
+    /// or FULLNAT's two (its outbound key is the local endpoint).
+    #[inline]
+    fn index_entries(&self, hin: u64, local: Option<(Addr, u16)>, slot: u32) -> impl Iterator<Item = (u64, u32)> {
+        let out = local.map(|(a, p)| (self.hash_endpoint(&a, p), slot | OUT_KEY));
         let first = if out.is_some() { IN_KEY } else { IN_KEY | OUT_KEY };
         std::iter::once((hin, slot | first)).chain(out)
     }
@@ -724,14 +726,15 @@ impl ConnTable {
                 if let Some(h) = h
                     && s != slot as usize
                 {
-                    let c = h.conn(|| k.local());
-                    for (h, v) in self.index_entries(&c, self.hash_endpoint(&c.caddr, c.cport), s as u32) {
+                    let local = (h.method == Method::FullNat).then(|| k.local());
+                    for (h, v) in self.index_entries(self.hash_endpoint(&h.caddr, h.cport), local, s as u32) {
                         new.insert(h, v);
                     }
                 }
             }
         });
-        for (h, v) in self.index_entries(&c, hin, slot) {
+        let local = (n.method == Method::FullNat).then_some((laddr, lport));
+        for (h, v) in self.index_entries(hin, local, slot) {
             index.insert(h, v);
         }
         if grew {
@@ -766,22 +769,21 @@ impl ConnTable {
 
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
     fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
-        let c = sh.slab.conn(slot as usize)?;
-        sh.slab.get_mut(slot as usize)?.take();
-        let persist = sh.slab.cold(slot as usize).map_or(0, |k| k.persist);
-        for (h, v) in self.index_entries(&c, self.hash_endpoint(&c.caddr, c.cport), slot) {
-            sh.index.remove(h, v);
+        let s = slot as usize;
+        let h = sh.slab.get_mut(s)?.take()?;
+        let k = *sh.slab.cold(s)?;
+        let local = (h.method == Method::FullNat).then(|| k.local());
+        for (hash, v) in self.index_entries(self.hash_endpoint(&h.caddr, h.cport), local, slot) {
+            sh.index.remove(hash, v);
         }
         sh.free.push(slot);
         sh.len -= 1;
-        if c.method == Method::FullNat
-            && let Some(v) = sh.ports.get_mut(&(c.proto, c.laddr))
-        {
-            v.push(c.lport);
+        if let Some(v) = local.and_then(|l| sh.ports.get_mut(&(h.proto(), l.0))) {
+            v.push(k.lport);
         }
-        let ctr = self.counters.get(c.dest_id);
-        if c.active() { &ctr.active } else { &ctr.inactive }.fetch_sub(1, Ordering::Relaxed);
-        (persist > 0).then(|| (c.proto, c.caddr.masked(persist - 1), c.vaddr, c.vport))
+        let ctr = self.counters.get(h.dest_id);
+        if h.active() { &ctr.active } else { &ctr.inactive }.fetch_sub(1, Ordering::Relaxed);
+        (k.persist > 0).then(|| (h.proto(), h.caddr.masked(k.persist - 1), h.vaddr, h.vport))
     }
 
     fn template_shard(&self, k: &TemplateKey) -> usize {
