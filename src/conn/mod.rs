@@ -714,6 +714,11 @@ impl ConnTable {
                 if let Some(e) = sh.slab.cold_mut(s as usize) {
                     *e = cold;
                 }
+                // The next connection of this shard takes the next free slot: its lines, long
+                // unused, start loading now rather than stall that insert's stores.
+                if let Some(&next) = sh.free.last() {
+                    sh.slab.prefetch_slot(next as usize);
+                }
                 s
             }
             None => sh.slab.push(h, cold) as u32,

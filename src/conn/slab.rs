@@ -8,6 +8,7 @@
 //! Each entry is two parts in parallel chunks: the [`Hot`] line every packet reads, aligned to a
 //! cache line of its own, and the [`Cold`] rest.
 
+use super::index::prefetch;
 use super::{Cold, Hot};
 
 /// Entries of the first chunk (and of the second).
@@ -105,6 +106,16 @@ impl Slab {
         self.chunks
             .get(k)
             .map_or(std::ptr::null(), |c| c.as_ptr().wrapping_add(i))
+    }
+
+    /// Starts loading both parts of entry `s`, about to be written.
+    #[inline]
+    pub fn prefetch_slot(&self, s: usize) {
+        let (k, i) = locate(s);
+        if let (Some(h), Some(c)) = (self.chunks.get(k), self.colds.get(k)) {
+            prefetch(h.as_ptr().wrapping_add(i));
+            prefetch(c.as_ptr().wrapping_add(i));
+        }
     }
 
     /// Every slot in use, in order, with its cold part.
