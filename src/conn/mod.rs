@@ -10,16 +10,17 @@
 //! **Compact.** A shard holds a slab of entries and an [`index`] of slot numbers, with the
 //! directions each key serves in the top two bits: one key per connection, as both directions are
 //! found by the client endpoint, and two for FULLNAT (the inbound key and the local endpoint's);
-//! key equality is checked against the slab entry. An entry is a 64-byte line that every packet of the connection reads
-//! (endpoints, state, timer: a NAT, DR or TUN packet waits for one line of its connection) and a
-//! 20-byte rest (FULLNAT's local endpoint, the persistence template), 84 bytes in all.
+//! key equality is checked against the slab entry. An entry is a 64-byte line that every packet
+//! of the connection reads (endpoints, state, timer: a NAT, DR or TUN packet waits for one line of
+//! its connection) and a 20-byte rest (FULLNAT's local endpoint, the persistence template), 84
+//! bytes in all.
 //!
 //! **One hash per packet.** A packet is hashed once, on the endpoint that picks its shard (the
 //! source of an inbound packet, the destination of an outbound one), with `ahash` and random keys
 //! per table: client endpoints are chosen by attackers, and keyed hashing keeps them from aiming at
 //! one shard or one probe chain. The same hash places the key in the shard's index. One client
-//! endpoint talking to many virtual services
-//! gives keys with one hash; there are at most as many as there are services.
+//! endpoint talking to many virtual services gives keys with one hash; there are at most as many
+//! as there are services.
 //!
 //! **Batches.** [`ConnTable::prefetch`] starts loading a key's bucket without taking the lock and
 //! [`ConnTable::prefetch_entry`] the entry it points to, so that a worker can have the cache
@@ -514,6 +515,13 @@ impl ConnTable {
         std::iter::once((hin, slot | first)).chain(out)
     }
 
+    /// The index entries of the connection stored in `slot` as `h` and `k`.
+    #[inline]
+    fn stored_entries(&self, h: &Hot, k: &Cold, slot: u32) -> impl Iterator<Item = (u64, u32)> {
+        let local = (h.method == Method::FullNat).then(|| k.local());
+        self.index_entries(self.hash_endpoint(&h.caddr, h.cport), local, slot)
+    }
+
     /// Finds the slot of the connection `t` belongs to in `dir`; `h` is `self.hash(dir, t)`.
     #[inline]
     fn find(&self, sh: &Shard, dir: Dir, t: &Tuple, h: u64) -> Option<u32> {
@@ -731,8 +739,7 @@ impl ConnTable {
                 if let Some(h) = h
                     && s != slot as usize
                 {
-                    let local = (h.method == Method::FullNat).then(|| k.local());
-                    for (h, v) in self.index_entries(self.hash_endpoint(&h.caddr, h.cport), local, s as u32) {
+                    for (h, v) in self.stored_entries(h, k, s as u32) {
                         new.insert(h, v);
                     }
                 }
@@ -777,13 +784,14 @@ impl ConnTable {
         let s = slot as usize;
         let h = sh.slab.get_mut(s)?.take()?;
         let k = *sh.slab.cold(s)?;
-        let local = (h.method == Method::FullNat).then(|| k.local());
-        for (hash, v) in self.index_entries(self.hash_endpoint(&h.caddr, h.cport), local, slot) {
+        for (hash, v) in self.stored_entries(&h, &k, slot) {
             sh.index.remove(hash, v);
         }
         sh.free.push(slot);
         sh.len -= 1;
-        if let Some(v) = local.and_then(|l| sh.ports.get_mut(&(h.proto(), l.0))) {
+        if h.method == Method::FullNat
+            && let Some(v) = sh.ports.get_mut(&(h.proto(), k.laddr))
+        {
             v.push(k.lport);
         }
         let ctr = self.counters.get(h.dest_id);
