@@ -673,11 +673,13 @@ impl ConnTable {
         if sh.len >= self.per_shard {
             return Err(InsertError::Full);
         }
-        let (laddr, lport) = if n.method == Method::FullNat {
-            self.take_lport(sh, si, n, laddrs).ok_or(InsertError::LaddrExhausted)?
+        // FULLNAT's local endpoint; the other methods have none.
+        let local = if n.method == Method::FullNat {
+            Some(self.take_lport(sh, si, n, laddrs).ok_or(InsertError::LaddrExhausted)?)
         } else {
-            (Addr::UNSPECIFIED, 0)
+            None
         };
+        let (laddr, lport) = local.unwrap_or((Addr::UNSPECIFIED, 0));
         let mut h = Hot {
             caddr: n.caddr,
             vaddr: n.vaddr,
@@ -732,7 +734,7 @@ impl ConnTable {
             None => sh.slab.push(h, cold) as u32,
         };
         let Shard { index, slab, .. } = sh;
-        let keys = if n.method == Method::FullNat { 2 } else { 1 };
+        let keys = 1 + usize::from(local.is_some());
         // Growing places every other connection's keys again, walking the slab in order.
         let grew = index.reserve(keys, |new| {
             for (s, (h, k)) in slab.iter().enumerate() {
@@ -745,7 +747,6 @@ impl ConnTable {
                 }
             }
         });
-        let local = (n.method == Method::FullNat).then_some((laddr, lport));
         for (h, v) in self.index_entries(hin, local, slot) {
             index.insert(h, v);
         }

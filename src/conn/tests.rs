@@ -451,7 +451,7 @@ fn a_large_table_is_prefetched_for_and_still_finds_every_connection() {
 }
 
 /// Connection timers are 32-bit ticks compared with wrapping arithmetic: a timer set across the
-/// wrap of the counter runs out when it should, and time left is never negative.
+/// wrap of the counter runs out when it should.
 #[test]
 fn timers_compare_across_the_wrap_of_the_tick_counter() {
     assert!(!expired(5, u32::MAX - 3), "set nine ticks ahead, across the wrap");
