@@ -835,8 +835,13 @@ fn machine() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    // `scripts/pgo` names the profile it builds with; a plain `cargo bench` has none.
+    let build = match std::env::var("XVS_PGO_PROFILE") {
+        Ok(_) => "release build with profile-guided optimisation (`scripts/pgo`)",
+        Err(_) => "release build",
+    };
     format!(
-        "{model}, {n} CPUs, {} GiB memory; kernel {kernel}; {date}",
+        "{model}, {n} CPUs, {} GiB memory; kernel {kernel}; {date}; {build}",
         mem / 1024 / 1024
     )
 }
