@@ -783,8 +783,9 @@ impl ConnTable {
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
     fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
         let s = slot as usize;
-        let h = sh.slab.get_mut(s)?.take()?;
+        // The cold part first: once the hot part is taken, nothing may stop the keys' removal.
         let k = *sh.slab.cold(s)?;
+        let h = sh.slab.get_mut(s)?.take()?;
         for (hash, v) in self.stored_entries(&h, &k, slot) {
             sh.index.remove(hash, v);
         }
