@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::conn::{Conn, ConnTable, Dir, FragKey, FragTable, InsertError, NewConn, Tuple};
+use crate::conn::{Conn, ConnTable, Dir, FlowCache, FragKey, FragTable, InsertError, NewConn, Tuple};
 use crate::sched::{SchedKey, Scheduler};
 use crate::service::{Hop, ServiceTable, SvcKey};
 use crate::stats::{DropReason, Stats};
@@ -170,6 +170,8 @@ pub struct Pipeline {
     clock: Option<(Instant, u64)>,
     /// The ports of fragmented datagrams whose first fragment this worker forwarded.
     frags: FragTable,
+    /// Copies of the connections this worker's packets found last.
+    flows: FlowCache,
 }
 
 impl Pipeline {
@@ -191,6 +193,7 @@ impl Pipeline {
             next_ahead: 0,
             clock: None,
             frags: FragTable::default(),
+            flows: FlowCache::default(),
         }
     }
 
@@ -339,8 +342,8 @@ impl Pipeline {
             Class::Out { ref p, proto, laddr, h } => {
                 let now_ns = self.clock(now);
                 match self
-                    .table
-                    .lookup_hashed(Dir::Out, &tuple(p, proto), h, p.tcp_flags, now_ns)
+                    .flows
+                    .lookup(&self.table, Dir::Out, &tuple(p, proto), h, p.tcp_flags, now_ns)
                 {
                     Some(ref c) => self.outbound(frame, p, c),
                     // To a local address but no connection: nobody else can want it.
@@ -585,7 +588,7 @@ impl Pipeline {
         let now_ns = self.clock(now);
         // The found connection is used where it lies: a `Conn` is 80 bytes, and merging it with
         // a new one into one variable would copy it.
-        let found = self.table.lookup_hashed(Dir::In, &t, h, p.tcp_flags, now_ns);
+        let found = self.flows.lookup(&self.table, Dir::In, &t, h, p.tcp_flags, now_ns);
         let made;
         let c = match found {
             Some(ref c) => {

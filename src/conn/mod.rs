@@ -26,17 +26,19 @@
 //! [`ConnTable::prefetch_entry`] the entry it points to, so that a worker can have the cache
 //! misses of a whole batch in flight at once instead of waiting for them one packet at a time.
 
+mod cache;
 pub mod frag;
 mod index;
 mod slab;
 mod state;
 
+pub use cache::FlowCache;
 pub use frag::{FragKey, FragTable};
 pub use state::{TcpState, Way};
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -123,7 +125,6 @@ impl Conn {
         self.state.name()
     }
 
-    #[cfg(test)]
     fn in_tuple(&self) -> Tuple {
         Tuple {
             proto: self.proto,
@@ -157,6 +158,22 @@ impl Conn {
     fn active(&self) -> bool {
         self.state == TcpState::Established
     }
+
+    /// The tuple of this connection's packets that go `dir`.
+    #[inline]
+    fn tuple(&self, dir: Dir) -> Tuple {
+        match dir {
+            Dir::In => self.in_tuple(),
+            Dir::Out => self.out_tuple(),
+        }
+    }
+}
+
+/// Whether a connection in state `s` stays in it for every packet without SYN, FIN or RST: an
+/// established TCP connection, or UDP.
+#[inline]
+fn steady(s: TcpState) -> bool {
+    matches!(s, TcpState::Established | TcpState::Udp)
 }
 
 /// The part of a connection that every packet reads, and the timer every packet writes: one
@@ -369,23 +386,40 @@ struct Shard {
     templates: HashMap<TemplateKey, Template>,
 }
 
-/// A shard's lock and, beside it, where its index buckets are, for prefetching without the lock.
-#[repr(align(64))]
+/// A shard's lock and, before it, what is read without the lock: where its index buckets are
+/// (for prefetching) and its version (for flow caches). Those share a line that the lock's own
+/// line does not invalidate at every lookup.
+#[repr(C, align(64))]
 struct ShardCell {
-    shard: Mutex<Shard>,
     buckets: AtomicPtr<Bucket>,
     bucket_mask: AtomicUsize,
+    /// Raised, under the lock, whenever a connection of the shard goes or changes state: a copy
+    /// of a connection taken at one version is what the table holds while the version stays.
+    version: AtomicU32,
+    shard: Line<Mutex<Shard>>,
 }
+
+/// A value on cache lines of its own.
+#[repr(align(64))]
+struct Line<T>(T);
 
 impl ShardCell {
     fn new() -> ShardCell {
         let cell = ShardCell {
-            shard: Mutex::new(Shard::default()),
             buckets: AtomicPtr::default(),
             bucket_mask: AtomicUsize::default(),
+            version: AtomicU32::default(),
+            shard: Line(Mutex::new(Shard::default())),
         };
-        cell.publish(&cell.shard.lock().unwrap_or_else(|p| p.into_inner()).index);
+        cell.publish(&cell.shard.0.lock().unwrap_or_else(|p| p.into_inner()).index);
         cell
+    }
+
+    /// Marks every copy taken of the shard's connections as stale. With the lock held.
+    #[inline]
+    fn bump(&self) {
+        let v = self.version.load(Ordering::Relaxed);
+        self.version.store(v.wrapping_add(1), Ordering::Release);
     }
 
     /// Tells lock-free prefetches where the shard's index buckets now are.
@@ -476,7 +510,7 @@ impl ConnTable {
 
     fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
         // A worker that panicked while holding a shard leaves plain data behind; keep serving.
-        self.shards[i].shard.lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[i].shard.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts loading the index bucket of hash `h`, without the lock (the address is read from
@@ -487,6 +521,12 @@ impl ConnTable {
         let base = cell.buckets.load(Ordering::Relaxed);
         let mask = cell.bucket_mask.load(Ordering::Relaxed);
         prefetch(base.wrapping_add(h as usize & mask));
+    }
+
+    /// The version of the shard of hash `h` (see [`FlowCache`]).
+    #[inline]
+    pub fn version(&self, h: u64) -> u32 {
+        self.shards[self.shard_of_hash(h)].version.load(Ordering::Acquire)
     }
 
     /// Whether the table has grown past what stays in the cache (judged by one shard: keys spread
@@ -547,25 +587,54 @@ impl ConnTable {
     /// [`ConnTable::lookup`] with the tuple's hash and the clock already read.
     #[inline]
     pub fn lookup_hashed(&self, dir: Dir, t: &Tuple, h: u64, tcp_flags: u8, now_ns: u64) -> Option<Conn> {
-        let mut sh = self.lock(self.shard_of_hash(h));
+        self.lookup_stamped(dir, t, h, tcp_flags, now_ns, 0, &mut 0)
+    }
+
+    /// [`ConnTable::lookup_hashed`] for a flow cache: also sets `version` to the shard's, and
+    /// gives a connection left established (or UDP) `grace` ticks more than its timeout. A timer
+    /// is never moved earlier while its state stays.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup_stamped(
+        &self,
+        dir: Dir,
+        t: &Tuple,
+        h: u64,
+        tcp_flags: u8,
+        now_ns: u64,
+        grace: u32,
+        version: &mut u32,
+    ) -> Option<Conn> {
+        let si = self.shard_of_hash(h);
+        let mut sh = self.lock(si);
         let slot = self.find(&sh, dir, t, h)?;
         let now = tick(now_ns);
         let c = sh.slab.get_mut(slot as usize)?.as_mut()?;
         if expired(c.expires, now) {
-            let tpl = self.unlink(&mut sh, slot);
+            let tpl = self.unlink(&mut sh, si, slot);
             drop(sh);
             self.release_template(tpl);
             return None;
         }
-        let was_active = c.active();
+        let was = c.state;
         if c.state != TcpState::Udp {
             c.state = c.state.next(c.way(dir), tcp_flags);
         }
-        c.expires = now.wrapping_add(self.ttl(c.state));
-        let (now_active, dest_id) = (c.active(), c.dest_id);
+        let mut expires = now.wrapping_add(self.ttl(c.state));
+        if steady(c.state) {
+            expires = expires.wrapping_add(grace);
+        }
+        if c.state != was {
+            c.expires = expires;
+            self.shards[si].bump();
+        } else if !steady(c.state) || expires.wrapping_sub(c.expires) as i32 > 0 {
+            c.expires = expires;
+        }
+        let (was_active, now_active, dest_id) = (was == TcpState::Established, c.active(), c.dest_id);
         // Straight into the return value: a `Conn` is 80 bytes, and each extra move copies them.
         let c = *c;
         let out = Some(c.conn(|| sh.slab.local(slot as usize)));
+        *version = self.shards[si].version.load(Ordering::Relaxed);
         drop(sh);
         if was_active != now_active {
             let ctr = self.counters.get(dest_id);
@@ -667,7 +736,7 @@ impl ConnTable {
         if let Some(slot) = self.find(sh, Dir::In, tin, hin) {
             match sh.slab.live(slot as usize, now) {
                 Some(c) => return Ok((c, false)),
-                None => released[0] = self.unlink(sh, slot),
+                None => released[0] = self.unlink(sh, si, slot),
             }
         }
         if sh.len >= self.per_shard {
@@ -714,7 +783,7 @@ impl ConnTable {
             if !expired(o.expires, now) && o.active() {
                 return Err(InsertError::Conflict);
             }
-            released[1] = self.unlink(sh, old);
+            released[1] = self.unlink(sh, si, old);
         }
         let slot = match sh.free.pop() {
             Some(s) => {
@@ -781,7 +850,7 @@ impl ConnTable {
     }
 
     /// Removes a slot's entry and its index entries; returns the template key it was controlled by.
-    fn unlink(&self, sh: &mut Shard, slot: u32) -> Option<TemplateKey> {
+    fn unlink(&self, sh: &mut Shard, si: usize, slot: u32) -> Option<TemplateKey> {
         let s = slot as usize;
         // The cold part first: once the hot part is taken, nothing may stop the keys' removal.
         let k = *sh.slab.cold(s)?;
@@ -791,6 +860,7 @@ impl ConnTable {
         }
         sh.free.push(slot);
         sh.len -= 1;
+        self.shards[si].bump();
         if h.method == Method::FullNat
             && let Some(v) = sh.ports.get_mut(&(h.proto(), k.laddr))
         {
@@ -817,10 +887,11 @@ impl ConnTable {
     /// Removes the connection a packet belongs to.
     pub fn remove(&self, dir: Dir, t: &Tuple) -> Option<Conn> {
         let h = self.hash(dir, t);
-        let mut sh = self.lock(self.shard_of_hash(h));
+        let si = self.shard_of_hash(h);
+        let mut sh = self.lock(si);
         let slot = self.find(&sh, dir, t, h)?;
         let c = sh.slab.conn(slot as usize)?;
-        let tpl = self.unlink(&mut sh, slot);
+        let tpl = self.unlink(&mut sh, si, slot);
         drop(sh);
         self.release_template(tpl);
         Some(c)
@@ -903,7 +974,7 @@ impl ConnTable {
         let now = tick(now_ns);
         for slot in start..end {
             if sh.slab.get(slot).is_some_and(|c| expired(c.expires, now)) {
-                if let Some(k) = self.unlink(&mut sh, slot as u32) {
+                if let Some(k) = self.unlink(&mut sh, si, slot as u32) {
                     released.push(k);
                 }
                 n += 1;

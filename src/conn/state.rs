@@ -94,6 +94,18 @@ impl TcpState {
         t[row][self as usize]
     }
 
+    /// Whether a segment with `flags` leaves this state as it is whichever way it goes: UDP, or an
+    /// established connection and a segment without SYN, FIN or RST. (A subset of what
+    /// [`TcpState::next`] keeps, that a flow cache can tell without the table.)
+    #[inline]
+    pub fn keeps(self, flags: u8) -> bool {
+        match self {
+            TcpState::Udp => true,
+            TcpState::Established => flags & (SYN | FIN | RST) == 0,
+            _ => false,
+        }
+    }
+
     pub const COUNT: usize = 12;
     /// Every state, in `as usize` order.
     pub const ALL: [TcpState; TcpState::COUNT] = [
@@ -159,6 +171,23 @@ mod tests {
             assert_eq!(*s as usize, i, "{s:?}");
         }
         assert_eq!(TcpState::Udp as usize, TcpState::COUNT - 1);
+    }
+
+    #[test]
+    fn keeps_only_what_every_way_keeps() {
+        let mut kept = 0;
+        for s in TcpState::ALL {
+            for flags in 0..=u8::MAX {
+                if s.keeps(flags) {
+                    kept += 1;
+                    for way in [Way::Input, Way::Output, Way::InputOnly] {
+                        assert_eq!(s.next(way, flags), s, "{s:?} {way:?} {flags:#x}");
+                    }
+                }
+            }
+        }
+        // UDP keeps every flag byte; established keeps the 32 without SYN, FIN or RST.
+        assert_eq!(kept, 256 + 32);
     }
 
     #[test]

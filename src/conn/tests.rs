@@ -463,3 +463,114 @@ fn timers_compare_across_the_wrap_of_the_tick_counter() {
     assert!(!expired(set.wrapping_add(ttl), set.wrapping_add(ttl - 1)));
     assert!(expired(set.wrapping_add(ttl), set.wrapping_add(ttl)));
 }
+
+/// A NAT TCP connection, established, and a flow cache that holds a copy of it.
+fn cached(t: &ConnTable, now: Instant) -> (NewConn, FlowCache) {
+    let n = new(Method::Nat, Proto::Tcp, 40000);
+    t.insert(&n, &[], SYN, now).unwrap();
+    let mut f = FlowCache::default();
+    let c = f.lookup(t, Dir::In, &tin(&n), t.hash(Dir::In, &tin(&n)), ACK, t.clock(now));
+    assert_eq!(c.unwrap().state, TcpState::Established);
+    (n, f)
+}
+
+fn via(f: &mut FlowCache, t: &ConnTable, dir: Dir, tuple: &Tuple, flags: u8, now: Instant) -> Option<Conn> {
+    f.lookup(t, dir, tuple, t.hash(dir, tuple), flags, t.clock(now))
+}
+
+#[test]
+fn flow_cache_serves_both_directions_until_the_connection_goes() {
+    let (t, _) = table(1000, 8);
+    let now = Instant::now();
+    let (n, mut f) = cached(&t, now);
+    let c = via(&mut f, &t, Dir::In, &tin(&n), ACK, now).unwrap();
+    assert_eq!(f.hits(), 1);
+    assert_eq!((c.daddr, c.dport), (n.daddr, n.dport));
+    // The reply is another key: the first one goes to the table, the next is a hit.
+    for _ in 0..2 {
+        assert_eq!(via(&mut f, &t, Dir::Out, &tout(&c), ACK, now).unwrap().cport, 40000);
+    }
+    assert_eq!(f.hits(), 2);
+    // Another client port is not served by this copy.
+    let other = tin(&new(Method::Nat, Proto::Tcp, 40001));
+    assert!(via(&mut f, &t, Dir::In, &other, ACK, now).is_none());
+    t.remove(Dir::In, &tin(&n)).unwrap();
+    assert!(via(&mut f, &t, Dir::In, &tin(&n), ACK, now).is_none());
+    assert!(via(&mut f, &t, Dir::Out, &tout(&c), ACK, now).is_none());
+    assert_eq!(f.hits(), 2);
+}
+
+#[test]
+fn flow_cache_drops_a_copy_once_another_worker_changed_the_state() {
+    let (t, _) = table(1000, 8);
+    let now = Instant::now();
+    let (n, mut a) = cached(&t, now);
+    let mut b = FlowCache::default();
+    assert_eq!(
+        via(&mut b, &t, Dir::In, &tin(&n), ACK, now).unwrap().state,
+        TcpState::Established
+    );
+    // A FIN never comes from a copy: it goes to the table, and the state changes there.
+    assert_eq!(
+        via(&mut b, &t, Dir::In, &tin(&n), FIN | ACK, now).unwrap().state,
+        TcpState::CloseWait
+    );
+    let hits = a.hits();
+    assert_eq!(
+        via(&mut a, &t, Dir::In, &tin(&n), ACK, now).unwrap().state,
+        TcpState::CloseWait
+    );
+    assert_eq!(a.hits(), hits, "the stale copy was not used");
+    // Nor is a copy taken of a closing connection.
+    via(&mut a, &t, Dir::In, &tin(&n), ACK, now);
+    assert_eq!(a.hits(), hits);
+}
+
+#[test]
+fn flow_cache_hits_never_let_a_connection_expire_early() {
+    let (t, _) = table(1000, 8);
+    let t0 = Instant::now();
+    let (n, mut f) = cached(&t, t0);
+    let ttl = Timeouts::default().tcp_established;
+    let grace = Duration::from_nanos(u64::from(cache::GRACE) << TICK_SHIFT);
+    let tick = Duration::from_nanos(1 << TICK_SHIFT);
+    // Within the grace the packets are hits, and the table is not touched.
+    let last = t0 + grace - tick * 2;
+    assert!(via(&mut f, &t, Dir::In, &tin(&n), ACK, last).is_some());
+    assert_eq!(f.hits(), 1);
+    assert!(t.peek(Dir::In, &tin(&n), last + ttl - tick).is_some(), "expired early");
+    assert!(
+        t.peek(Dir::In, &tin(&n), t0 + ttl + grace + tick * 2).is_none(),
+        "expired late"
+    );
+    // After it, the table is asked again, which moves the timer on.
+    let later = t0 + grace * 2;
+    assert!(via(&mut f, &t, Dir::In, &tin(&n), ACK, later).is_some());
+    assert_eq!(f.hits(), 1);
+    assert!(t.peek(Dir::In, &tin(&n), later + ttl - tick).is_some());
+    // A plain lookup after a cached one does not move the timer back.
+    let left = |at| t.entries(1, at)[0].1;
+    let before = left(later);
+    t.lookup(Dir::In, &tin(&n), ACK, later);
+    assert_eq!(left(later), before);
+}
+
+#[test]
+fn flow_cache_stands_aside_while_it_misses() {
+    let (t, _) = table(1 << 20, 8);
+    let now = Instant::now();
+    let (n, mut f) = cached(&t, now);
+    for i in 0..(1u32 << 16) {
+        let stranger = Tuple {
+            src: Addr::from(IpAddr::from([198, 19, (i >> 8) as u8, i as u8])),
+            sport: 50000,
+            ..tin(&n)
+        };
+        assert!(via(&mut f, &t, Dir::In, &stranger, ACK, now).is_none());
+    }
+    assert!(f.resting());
+    let hits = f.hits();
+    // Resting, it still finds connections, from the table.
+    assert!(via(&mut f, &t, Dir::In, &tin(&n), ACK, now).is_some());
+    assert_eq!(f.hits(), hits);
+}
