@@ -12,8 +12,9 @@
 //! passed since its last packet, and at most `GRACE` (34 ms) after.
 //!
 //! Sets of four ways, picked by the client endpoint's hash; a packet with SYN, FIN or RST goes
-//! to the table. While the hits fall under a third of the lookups (more flows than it holds), the
-//! cache stands aside for a while and packets go straight to the table.
+//! to the table. So do all packets while the table is large (see [`ConnTable::is_large`]: tens of
+//! thousands of connections, where the cache would miss), and for a while after a run of lookups
+//! of which fewer than a third hit.
 
 use super::{Conn, ConnTable, Dir, TcpState, Tuple, tick};
 use crate::types::{Addr, Method, Proto};
@@ -109,8 +110,9 @@ impl FlowCache {
         tcp_flags: u8,
         now_ns: u64,
     ) -> Option<Conn> {
-        if self.resting > 0 || !TcpState::Established.keeps(tcp_flags) {
-            // Resting, or SYN, FIN or RST: a change of state, which raises the version anyway.
+        if self.resting > 0 || !TcpState::Established.keeps(tcp_flags) || table.is_large() {
+            // Resting; SYN, FIN or RST, a change of state that raises the version anyway; or a
+            // table with far more connections than the cache holds.
             self.resting = self.resting.saturating_sub(1);
             return table.lookup_hashed(dir, t, h, tcp_flags, now_ns);
         }
