@@ -484,6 +484,13 @@ pub fn metrics(v: &MetricsView) -> String {
     let _ = writeln!(o, "xvs_connections_max {}", v.capacity);
     family(&mut o, "xvs_connections_created_total", "counter", "New connections.");
     let _ = writeln!(o, "xvs_connections_created_total {}", v.stats.conns);
+    family(
+        &mut o,
+        "xvs_flow_cache_hits_total",
+        "counter",
+        "Connection lookups served by the workers' flow caches.",
+    );
+    let _ = writeln!(o, "xvs_flow_cache_hits_total {}", v.stats.flow_hits);
 
     let dest_labels = |s: &SvcRow, d: &DestRow| {
         format!(

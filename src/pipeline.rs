@@ -233,6 +233,12 @@ impl Pipeline {
         }
     }
 
+    /// The worker's counters, brought up to date.
+    pub fn counters(&mut self) -> &Stats {
+        self.stats.flow_hits = self.flows.served();
+        &self.stats
+    }
+
     pub fn snapshot(&self) -> &Arc<ServiceTable> {
         &self.snap
     }

@@ -261,7 +261,7 @@ pub fn replay(cfg: &Config, input: &Path, output: &Path) -> Result<Summary, Repl
     }
     r.pipeline.between_batches(base + last);
     Ok(Summary {
-        stats: r.pipeline.stats.clone(),
+        stats: r.pipeline.counters().clone(),
         per_port: r.ports.iter().map(|p| p.name.clone()).zip(per_port).collect(),
         neighbours_learnt: r.learnt.len(),
         conns_at_end: r.table.len(),

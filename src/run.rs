@@ -322,7 +322,7 @@ impl Process for Worker {
         if now >= self.next_report {
             self.next_report = now + REPORT_EVERY;
             if let Ok(mut r) = self.report.lock() {
-                r.stats.clone_from(&self.pipeline.stats);
+                r.stats.clone_from(self.pipeline.counters());
                 r.unresolved.append(&mut self.pipeline.unresolved);
             }
         }
@@ -333,7 +333,7 @@ impl Drop for Worker {
     /// The last counters reach the control thread when the worker stops.
     fn drop(&mut self) {
         if let Ok(mut r) = self.report.lock() {
-            r.stats.clone_from(&self.pipeline.stats);
+            r.stats.clone_from(self.pipeline.counters());
         }
     }
 }
@@ -482,7 +482,7 @@ pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "rx {} forwarded {} replied {} to-kernel {} dropped {} | conns created {} in table {} | io rx {} tx {} tx_full {} loops {}",
+        "rx {} forwarded {} replied {} to-kernel {} dropped {} | conns created {} in table {} flow-cache hits {} | io rx {} tx {} tx_full {} loops {}",
         stats.rx,
         stats.forwarded,
         stats.replied,
@@ -490,6 +490,7 @@ pub fn format_counters(stats: &Stats, io: &IoCounters, conns: usize) -> String {
         stats.dropped_total(),
         stats.conns,
         conns,
+        stats.flow_hits,
         io.rx,
         io.tx,
         io.tx_full,

@@ -106,6 +106,8 @@ pub struct Stats {
     pub dropped: [u64; DropReason::COUNT],
     /// New connections created.
     pub conns: u64,
+    /// Connection lookups served by the worker's flow cache (see `conn::FlowCache`).
+    pub flow_hits: u64,
     /// Per real server, indexed by its id; grown on demand.
     pub dests: Vec<DestStats>,
 }
@@ -133,6 +135,7 @@ impl Stats {
         self.replied += o.replied;
         self.passed += o.passed;
         self.conns += o.conns;
+        self.flow_hits += o.flow_hits;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped.iter()) {
             *a += b;
         }
@@ -166,6 +169,7 @@ mod tests {
         let mut b = Stats {
             rx: 2,
             forwarded: 2,
+            flow_hits: 5,
             ..Default::default()
         };
         b.drop(DropReason::NoDest);
@@ -173,6 +177,7 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.rx, 3);
         assert_eq!(a.forwarded, 2);
+        assert_eq!(a.flow_hits, 5);
         assert_eq!(
             a.drops().collect::<Vec<_>>(),
             vec![(DropReason::NoDest, 2), (DropReason::TableFull, 1)]

@@ -124,6 +124,14 @@ fn ctl_and_metrics_show_the_running_director() {
         "xvs_health_check_up{service=\"tcp 198.18.0.10:80\",server=\"198.18.2.11:80\",checker=\"TCP_CHECK\"} 1"
     ));
     assert!(body.contains("xvs_connections_created_total "));
+    // Each exchange's request follows its handshake's last ACK on the same connection: served
+    // by the flow cache.
+    let hits: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("xvs_flow_cache_hits_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("xvs_flow_cache_hits_total");
+    assert!(hits > 0, "{body}");
 
     // -Z zeroes the traffic counters (connection counts are the table's, not counters).
     assert_eq!(ctl(&sock_s, &["-Z"]).0, 0);

@@ -53,6 +53,8 @@ pub struct FlowCache {
     misses: u64,
     /// Lookups left before the cache is tried again; 0 while it is in use.
     resting: u32,
+    /// Hits before the current window.
+    served: u64,
 }
 
 impl Default for FlowCache {
@@ -88,6 +90,7 @@ impl Default for FlowCache {
             hits: 0,
             misses: 0,
             resting: 0,
+            served: 0,
         }
     }
 }
@@ -99,6 +102,11 @@ fn place(h: u64) -> (usize, u32) {
 }
 
 impl FlowCache {
+    /// Lookups served from the cache so far.
+    pub fn served(&self) -> u64 {
+        self.served + self.hits
+    }
+
     /// [`ConnTable::lookup_hashed`], served from the cache where it can be.
     #[inline(always)]
     pub fn lookup(
@@ -172,6 +180,7 @@ impl FlowCache {
             if self.hits < self.misses / 2 {
                 self.resting = REST;
             }
+            self.served += self.hits;
             self.hits = 0;
             self.misses = 0;
         }

@@ -498,6 +498,7 @@ fn flow_cache_serves_both_directions_until_the_connection_goes() {
     assert!(via(&mut f, &t, Dir::In, &tin(&n), ACK, now).is_none());
     assert!(via(&mut f, &t, Dir::Out, &tout(&c), ACK, now).is_none());
     assert_eq!(f.hits(), 2);
+    assert_eq!(f.served(), 2);
 }
 
 #[test]
