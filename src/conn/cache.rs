@@ -124,36 +124,40 @@ impl FlowCache {
             self.resting = self.resting.saturating_sub(1);
             return table.lookup_hashed(dir, t, h, tcp_flags, now_ns);
         }
-        {
-            let (s, tag) = place(h);
-            let set = &self.sets[s];
-            for (w, &x) in set.tags.iter().enumerate() {
-                let f = &set.flows[w];
-                if x == tag && f.dir == dir && f.conn.tuple(dir) == *t {
-                    if tick(now_ns).wrapping_sub(f.at) < GRACE
-                        && f.conn.state.keeps(tcp_flags)
-                        && table.version(h) == f.version
-                    {
-                        self.hits += 1;
-                        return Some(f.conn);
-                    }
-                    break;
-                }
-            }
-        }
-        self.miss(table, dir, t, h, tcp_flags, now_ns)
-    }
-
-    /// A lookup the cache could not serve: from the table, and the copy taken or dropped.
-    #[inline(never)]
-    fn miss(&mut self, table: &ConnTable, dir: Dir, t: &Tuple, h: u64, tcp_flags: u8, now_ns: u64) -> Option<Conn> {
-        let now = tick(now_ns);
         let (s, tag) = place(h);
-        let set = &mut self.sets[s];
+        let set = &self.sets[s];
         let way = (0..WAYS).find(|&w| {
             let f = &set.flows[w];
             set.tags[w] == tag && f.dir == dir && f.conn.tuple(dir) == *t
         });
+        if let Some(f) = way.map(|w| &set.flows[w])
+            && tick(now_ns).wrapping_sub(f.at) < GRACE
+            && f.conn.state.keeps(tcp_flags)
+            && table.version(h) == f.version
+        {
+            self.hits += 1;
+            return Some(f.conn);
+        }
+        self.miss(table, dir, t, h, tcp_flags, now_ns, way)
+    }
+
+    /// A lookup the cache could not serve (`way`: where its flow's stale copy is): from the
+    /// table, and the copy taken or dropped.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn miss(
+        &mut self,
+        table: &ConnTable,
+        dir: Dir,
+        t: &Tuple,
+        h: u64,
+        tcp_flags: u8,
+        now_ns: u64,
+        way: Option<usize>,
+    ) -> Option<Conn> {
+        let now = tick(now_ns);
+        let (s, tag) = place(h);
+        let set = &mut self.sets[s];
         let mut version = 0;
         let found = table.lookup_stamped(dir, t, h, tcp_flags, now_ns, GRACE, &mut version);
         match found {

@@ -169,13 +169,6 @@ impl Conn {
     }
 }
 
-/// Whether a connection in state `s` stays in it for every packet without SYN, FIN or RST: an
-/// established TCP connection, or UDP.
-#[inline]
-fn steady(s: TcpState) -> bool {
-    matches!(s, TcpState::Established | TcpState::Udp)
-}
-
 /// The part of a connection that every packet reads, and the timer every packet writes: one
 /// cache line of its own, so that an established NAT, DR or TUN packet waits for one line of its
 /// connection (and FULLNAT's for two). The protocol is the state's (UDP has a state of its own).
@@ -620,14 +613,16 @@ impl ConnTable {
         if c.state != TcpState::Udp {
             c.state = c.state.next(c.way(dir), tcp_flags);
         }
+        // Steady: established or UDP, which later packets without SYN, FIN or RST leave as it is.
+        let steady = c.state.keeps(0);
         let mut expires = now.wrapping_add(self.ttl(c.state));
-        if steady(c.state) {
+        if steady {
             expires = expires.wrapping_add(grace);
         }
         if c.state != was {
             c.expires = expires;
             self.shards[si].bump();
-        } else if !steady(c.state) || expires.wrapping_sub(c.expires) as i32 > 0 {
+        } else if !steady || expires.wrapping_sub(c.expires) as i32 > 0 {
             c.expires = expires;
         }
         let (was_active, now_active, dest_id) = (was == TcpState::Established, c.active(), c.dest_id);
